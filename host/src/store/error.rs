@@ -1,0 +1,87 @@
+//! What can go wrong in the store: one enum, a variant per outcome a caller may branch on.
+
+use crate::ipam::{PoolRuleError, RecordRuleError};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (I/O, corruption). Never caused by input.
+    #[error("database error: {0}")]
+    Db(Arc<redb::Error>),
+    /// A stored value could not be decoded: the file was written by something else.
+    #[error("corrupt value in table {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    /// The database was written by a newer weft.
+    #[error("database schema version {found} is newer than this weft understands ({supported})")]
+    SchemaTooNew { found: u64, supported: u64 },
+    /// The writer thread is gone (the process is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("pool name {0:?} is already taken")]
+    PoolNameTaken(String),
+    #[error("{cidr} overlaps pool {name:?} ({existing})")]
+    PoolOverlap { cidr: String, name: String, existing: String },
+    #[error("pool {pool:?} still holds {held} allocated addresses; delete with force=true to drop them")]
+    PoolInUse { pool: String, held: u64 },
+    #[error("pool {0:?} is exhausted: no free address left")]
+    Exhausted(String),
+    #[error("{address} is {status} and cannot be taken")]
+    Taken { address: IpAddr, status: &'static str },
+    #[error("{address} is not in pool {pool:?}")]
+    NotInPool { address: IpAddr, pool: String },
+    #[error("{address} is not in any pool")]
+    OutsideEveryPool { address: IpAddr },
+    #[error("{0} is a network, broadcast or anycast address and is never handed out")]
+    NotUsable(IpAddr),
+    #[error("{0} is the pool's gateway and is never handed out")]
+    Gateway(IpAddr),
+    #[error("{address} is {status}, not allocated")]
+    NotAllocated { address: IpAddr, status: &'static str },
+    #[error("{0}")]
+    PoolRule(#[from] PoolRuleError),
+    #[error("{0}")]
+    RecordRule(RecordRuleError),
+    #[error("line {line}: {reason}")]
+    Import { line: u64, reason: String },
+    #[error("token name {0:?} is already taken")]
+    TokenNameTaken(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(table: &'static str, e: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            table,
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<RecordRuleError> for StoreError {
+    fn from(e: RecordRuleError) -> Self {
+        StoreError::RecordRule(e)
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(Arc::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,315 @@
+//! The store: weft's state in one redb file, behind typed reads and writes. Nothing outside
+//! this module touches redb.
+//!
+//! Writes go through one writer thread that batches whatever is queued into one durable
+//! transaction (group commit): a caller's future resolves only after the transaction holding
+//! its change has committed with `Durability::Immediate`. An operation that fails is taken out
+//! of its batch, the batch re-runs without it, and it fails alone.
+
+mod devices;
+mod error;
+mod pools;
+mod records;
+mod tables;
+mod tokens;
+
+pub use devices::{Device, DeviceSpec};
+pub use error::StoreError;
+pub use pools::{Pool, PoolSpec, PoolStats};
+pub use records::{AddressFilter, AddressPatch, AllocationRequest, Event, ImportRow, MAX_SCAN, Page};
+pub use tokens::new_secret;
+pub use tables::SCHEMA_VERSION;
+pub use tokens::{Token, TokenInfo};
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::Path;
+use std::sync::Arc;
+use tables::*;
+use tokio::sync::{mpsc, oneshot};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Most changes one transaction carries: bounds the latency a batch adds to its first caller.
+const MAX_BATCH: usize = 512;
+
+macro_rules! tables {
+    ($($field:ident: $def:ident <$k:ty, $v:ty>),* $(,)?) => {
+        /// Every table, open for writing inside one transaction.
+        pub(crate) struct WriteTables<'t> { $(pub(crate) $field: redb::Table<'t, $k, $v>,)* }
+        /// Every table, open for reading in one snapshot.
+        pub(crate) struct ReadTables { $(pub(crate) $field: redb::ReadOnlyTable<$k, $v>,)* }
+        impl<'t> WriteTables<'t> {
+            fn open(txn: &'t WriteTransaction) -> Result<Self> {
+                Ok(WriteTables { $($field: txn.open_table($def)?,)* })
+            }
+        }
+        impl ReadTables {
+            fn open(txn: &redb::ReadTransaction) -> Result<Self> {
+                Ok(ReadTables { $($field: txn.open_table($def)?,)* })
+            }
+        }
+    };
+}
+
+tables! {
+    meta: META<&'static str, u64>,
+    pools: POOLS<u64, &'static [u8]>,
+    pool_names: POOL_NAMES<&'static str, u64>,
+    pool_spans: POOL_SPANS<(u8, u128), u64>,
+    records: RECORDS<(u8, u128), &'static [u8]>,
+    by_status: BY_STATUS<(u8, u8, u128), ()>,
+    history: HISTORY<(u8, u128, u64), &'static [u8]>,
+    fresh: FRESH<(u64, u128), u128>,
+    queue: QUEUE<(u64, u8, u64), u128>,
+    queued: QUEUED<(u64, u128), (u8, u64)>,
+    idempotency: IDEMPOTENCY<(u64, &'static str), (u8, u128)>,
+    tokens: TOKENS<&'static str, &'static [u8]>,
+    token_hashes: TOKEN_HASHES<&'static [u8], &'static str>,
+    devices: DEVICES<&'static str, &'static [u8]>,
+}
+
+/// A consistent snapshot to read from.
+pub struct Reader {
+    pub(crate) t: ReadTables,
+}
+
+/// One change in progress, inside a write transaction shared with other changes of its batch.
+pub struct Writer<'t> {
+    pub(crate) t: WriteTables<'t>,
+    /// One clock reading per change, so a change's records and events agree on the time.
+    pub(crate) now: jiff::Timestamp,
+}
+
+impl Writer<'_> {
+    /// Draws the next value of a counter kept in `meta`.
+    pub(crate) fn next_id(&mut self, counter: &'static str) -> Result<u64> {
+        let next = self.t.meta.get(counter)?.map(|g| g.value()).unwrap_or(0) + 1;
+        self.t.meta.insert(counter, next)?;
+        Ok(next)
+    }
+}
+
+trait Job: Send {
+    /// Runs the change; false if it failed (the batch is then re-run without it).
+    fn run(&mut self, w: &mut Writer<'_>) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, committed: Result<()>);
+}
+
+struct Change<F, R> {
+    f: F,
+    out: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> Job for Change<F, R>
+where
+    F: FnMut(&mut Writer<'_>) -> Result<R> + Send,
+    R: Send,
+{
+    fn run(&mut self, w: &mut Writer<'_>) -> bool {
+        let out = (self.f)(w);
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<()>) {
+        let answer = match (committed, self.out) {
+            (_, Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(Ok(r))) => Ok(r),
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        // The caller may have gone away (client disconnected); the change stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The handle the rest of weft holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, checks and migrates its schema, and starts
+    /// the writer thread.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Database::create(path)?;
+        Self::with_database(db)
+    }
+
+    /// Opens a store over an already-built database (tests use other storage backends).
+    pub fn with_database(db: Database) -> Result<Store> {
+        migrate(&db)?;
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("weft-store-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx))
+            .map_err(|e| StoreError::Db(Arc::new(redb::Error::Io(e))))?;
+        Ok(Store { db, jobs })
+    }
+
+    /// Runs `f` on a fresh snapshot.
+    pub fn read<R>(&self, f: impl FnOnce(&Reader) -> Result<R>) -> Result<R> {
+        let txn = self.db.begin_read()?;
+        let reader = Reader {
+            t: ReadTables::open(&txn)?,
+        };
+        f(&reader)
+    }
+
+    /// Queues a change and waits until it is durable. `f` may run more than once (when
+    /// another change of its batch fails) and must depend only on its captures and the store.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut Writer<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(Change {
+                f,
+                out: None,
+                reply,
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The same as [`Store::write`], for callers outside an async runtime (the CLI).
+    pub fn write_blocking<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut Writer<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(Change {
+                f,
+                out: None,
+                reply,
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        answer.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Checks the file's integrity (redb's own check). Needs the only handle to the database:
+    /// used by tests and tools after the server is gone.
+    pub fn check_integrity(path: &Path) -> Result<bool> {
+        let mut db = Database::open(path)?;
+        Ok(db.check_integrity()?)
+    }
+}
+
+fn migrate(db: &Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        // Opening every table creates the missing ones, so readers never meet an absent table.
+        let mut t = WriteTables::open(&txn)?;
+        let found = t.meta.get("schema_version")?.map(|g| g.value());
+        match found {
+            None => {
+                t.meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            // Version 1 is the first: there is nothing older to migrate from yet. A future
+            // version adds its step here, in the same transaction as the version bump.
+            Some(_) => {}
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut failed = Vec::new();
+        while !batch.is_empty() {
+            match run_batch(db, &mut batch) {
+                Ok(Some(i)) => failed.push(batch.remove(i)),
+                Ok(None) => {
+                    for job in batch.drain(..) {
+                        job.finish(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "write transaction failed");
+                    for job in batch.drain(..) {
+                        job.finish(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        for job in failed {
+            job.finish(Ok(()));
+        }
+    }
+}
+
+/// Runs a batch in one transaction. `Ok(Some(i))`: job `i` failed and nothing was committed.
+fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<Option<usize>> {
+    let txn = db.begin_write()?;
+    let failed = {
+        let mut w = Writer {
+            t: WriteTables::open(&txn)?,
+            now: jiff::Timestamp::now(),
+        };
+        batch.iter_mut().position(|job| {
+            w.now = jiff::Timestamp::now();
+            !job.run(&mut w)
+        })
+    };
+    match failed {
+        Some(i) => {
+            txn.abort()?;
+            Ok(Some(i))
+        }
+        None => {
+            txn.commit()?;
+            Ok(None)
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(table, e))
+}
+
+/// Reads one JSON value from a table, whichever kind of table it is.
+pub(crate) fn get_json<'k, K, T>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<T>>
+where
+    K: redb::Key + 'static,
+    T: DeserializeOwned,
+{
+    match table.get(key)? {
+        Some(g) => Ok(Some(decode(name, g.value())?)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,577 @@
+//! Address records: every change goes through [`Writer::change`], which keeps the record, the
+//! free index, the status index, the pool's counters and the history in step, in the
+//! transaction of the change.
+
+use super::pools::{Pool, free_from};
+use super::{Reader, Result, StoreError, Writer, decode, encode, get_json};
+use crate::ipam::alloc::{self, Region};
+use crate::ipam::{AddrType, Facts, IpKey, Layout, Record, RecordRuleError, Status};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Most rows one listing request examines: a page whose filter matches rarely comes back
+/// short, with a cursor to go on from, instead of scanning the whole store.
+pub const MAX_SCAN: usize = 10_000;
+
+/// One change to an address, as its history keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: u64,
+    #[schema(value_type = String)]
+    pub at: jiff::Timestamp,
+    /// The token or user that made the change.
+    pub actor: String,
+    /// allocate, release, reserve, quarantine, edit, device-sync, device-release, import.
+    pub action: String,
+    pub before: Option<Record>,
+    pub after: Option<Record>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationRequest {
+    /// A specific address; without it, the next free one.
+    #[schema(value_type = Option<String>)]
+    pub address: Option<IpAddr>,
+    pub owner: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// A change to an address's record. Absent fields stay as they are; an empty string clears.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressPatch {
+    pub status: Option<Status>,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub hostname: Option<String>,
+    pub mac: Option<String>,
+    pub platform: Option<String>,
+    pub manufacturer: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AddressFilter {
+    pub pool: Option<u64>,
+    pub status: Option<Status>,
+    pub addr_type: Option<AddrType>,
+    pub active: Option<bool>,
+    /// Matches an address prefix, or a part of a MAC or hostname (case-insensitive).
+    pub q: Option<String>,
+}
+
+impl AddressFilter {
+    fn matches(&self, r: &Record) -> bool {
+        self.addr_type.is_none_or(|t| r.addr_type == t)
+            && self.active.is_none_or(|a| r.active == a)
+            && self.status.is_none_or(|s| r.status == s)
+            && self.q.as_deref().is_none_or(|q| matches_query(r, q))
+    }
+}
+
+fn matches_query(r: &Record, q: &str) -> bool {
+    let q = q.to_ascii_lowercase();
+    if r.address.to_string().starts_with(&q) {
+        return true;
+    }
+    let contains = |s: &Option<String>| s.as_deref().is_some_and(|s| s.to_ascii_lowercase().contains(&q));
+    contains(&r.facts.hostname) || contains(&r.facts.mac)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page {
+    pub items: Vec<Record>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The type an address has before anything is stored for it.
+fn default_type(layout: &Layout, v: u128) -> AddrType {
+    match Region::of(layout, v) {
+        Region::Static => AddrType::Static,
+        Region::Outside => AddrType::Dhcp,
+    }
+}
+
+fn load(
+    records: &impl ReadableTable<(u8, u128), &'static [u8]>,
+    key: IpKey,
+) -> Result<Option<Record>> {
+    get_json(records, "records", (key.family.as_u8(), key.value))
+}
+
+fn action_for(status: Status) -> &'static str {
+    match status {
+        Status::Available => "release",
+        Status::Allocated => "allocate",
+        Status::Reserved => "reserve",
+        Status::Quarantine => "quarantine",
+    }
+}
+
+impl Reader {
+    /// The record of an address: stored, or what an untouched address of its pool looks like.
+    pub fn address(&self, ip: IpAddr) -> Result<Record> {
+        let key = IpKey::from(ip);
+        if let Some(r) = load(&self.t.records, key)? {
+            return Ok(r);
+        }
+        let pool = self
+            .pool_containing(key)?
+            .ok_or(StoreError::OutsideEveryPool { address: ip })?;
+        let layout = pool.layout()?;
+        if !layout.is_usable(key.value) {
+            return Err(StoreError::NotUsable(ip));
+        }
+        Ok(Record::available(ip, pool.id, default_type(&layout, key.value), pool.created))
+    }
+
+    pub fn history(&self, ip: IpAddr) -> Result<Vec<Event>> {
+        let key = IpKey::from(ip);
+        let f = key.family.as_u8();
+        let mut out = Vec::new();
+        for e in self.t.history.range((f, key.value, 0)..=(f, key.value, u64::MAX))? {
+            out.push(decode("history", e?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The stored records of a pool in address order (for export).
+    pub fn pool_records(&self, pool: &Pool) -> Result<Vec<Record>> {
+        let layout = pool.layout()?;
+        let span = layout.span();
+        let f = layout.family.as_u8();
+        let mut out = Vec::new();
+        for e in self.t.records.range((f, span.start)..=(f, span.end))? {
+            out.push(decode("records", e?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One page of addresses in address order, after `cursor` (an address). Without a status
+    /// filter the stored records are listed; `status=available` lists free addresses from the
+    /// free index, stored or not.
+    pub fn list(&self, filter: &AddressFilter, cursor: Option<IpAddr>, limit: usize) -> Result<Page> {
+        let after = cursor.map(IpKey::from);
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        let mut last_seen: Option<IpKey> = None;
+        let mut push = |rec: Record, key: IpKey, items: &mut Vec<Record>| {
+            scanned += 1;
+            last_seen = Some(key);
+            if filter.matches(&rec) {
+                items.push(rec);
+            }
+            items.len() < limit && scanned < MAX_SCAN
+        };
+
+        let pools: Vec<Pool> = match filter.pool {
+            Some(id) => self.pool_by_id(id)?.into_iter().collect(),
+            None => self.pools()?,
+        };
+        let mut exhausted = true;
+        match filter.status {
+            Some(Status::Available) => {
+                'pools: for pool in &pools {
+                    let layout = pool.layout()?;
+                    let f = layout.family;
+                    let from = match after {
+                        Some(a) if a.family == f && a.value >= layout.span().end => continue,
+                        Some(a) if a.family == f && a.value >= layout.span().start => a.value + 1,
+                        Some(a) if a.family > f => continue,
+                        _ => layout.usable.start,
+                    };
+                    for v in free_from(self, pool.id, from)? {
+                        let v = v?;
+                        let key = layout.key(v);
+                        let rec = match load(&self.t.records, key)? {
+                            Some(r) => r,
+                            None => Record::available(key.ip(), pool.id, default_type(&layout, v), pool.created),
+                        };
+                        if !push(rec, key, &mut items) {
+                            exhausted = false;
+                            break 'pools;
+                        }
+                    }
+                }
+            }
+            Some(status) => {
+                let s = status.as_u8();
+                for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
+                    for e in self.t.by_status.range((s, f, start)..=(s, f, end))? {
+                        let (_, _, v) = e?.0.value();
+                        let key = IpKey::new(crate::ipam::Family::from_u8(f).unwrap_or(crate::ipam::Family::V4), v);
+                        let Some(rec) = load(&self.t.records, key)? else {
+                            return Err(StoreError::corrupt("by_status", format!("{key} has no record")));
+                        };
+                        if !push(rec, key, &mut items) {
+                            exhausted = false;
+                            break;
+                        }
+                    }
+                    if !exhausted {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
+                    for e in self.t.records.range((f, start)..=(f, end))? {
+                        let (k, v) = e?;
+                        let (fam, val) = k.value();
+                        let key = IpKey::new(crate::ipam::Family::from_u8(fam).unwrap_or(crate::ipam::Family::V4), val);
+                        if !push(decode("records", v.value())?, key, &mut items) {
+                            exhausted = false;
+                            break;
+                        }
+                    }
+                    if !exhausted {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Page {
+            items,
+            next_cursor: if exhausted { None } else { last_seen.map(|k| k.to_string()) },
+        })
+    }
+}
+
+/// The key ranges to scan: the one pool's CIDR, or both whole families; starting after the
+/// cursor.
+fn scan_spans(pools: &[Pool], one_pool: bool, after: Option<IpKey>) -> Vec<(u8, u128, u128)> {
+    let spans: Vec<(u8, u128, u128)> = if one_pool {
+        pools
+            .iter()
+            .filter_map(|p| p.layout().ok())
+            .map(|l| (l.family.as_u8(), l.span().start, l.span().end))
+            .collect()
+    } else {
+        vec![(4, 0, u32::MAX as u128), (6, 0, u128::MAX)]
+    };
+    spans
+        .into_iter()
+        .filter_map(|(f, start, end)| match after {
+            Some(a) if a.family.as_u8() > f => None,
+            Some(a) if a.family.as_u8() == f => {
+                if a.value >= end {
+                    None
+                } else {
+                    Some((f, start.max(a.value + 1), end))
+                }
+            }
+            _ => Some((f, start, end)),
+        })
+        .collect()
+}
+
+/// What happens to a record that ends up available: a learned (dhcp) one is dropped, its
+/// history kept; a static one stays with its history.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenFreed {
+    Keep,
+    DropDhcp,
+}
+
+impl Writer<'_> {
+    pub fn address(&self, ip: IpAddr) -> Result<Option<Record>> {
+        load(&self.t.records, IpKey::from(ip))
+    }
+
+    /// Writes a record and its event, and keeps the status index in step. Does not touch the
+    /// free index or the pool's counters: see [`Writer::change`].
+    pub(crate) fn put_record(
+        &mut self,
+        before: Option<&Record>,
+        after: &Record,
+        action: &str,
+        actor: &str,
+    ) -> Result<()> {
+        let key = IpKey::from(after.address);
+        let (f, v) = (key.family.as_u8(), key.value);
+        if let Some(b) = before
+            && b.status != Status::Available
+        {
+            self.t.by_status.remove((b.status.as_u8(), f, v))?;
+        }
+        if after.status != Status::Available {
+            self.t.by_status.insert((after.status.as_u8(), f, v), ())?;
+        }
+        self.t.records.insert((f, v), encode(after).as_slice())?;
+        self.append_event(key, action, actor, before.cloned(), Some(after.clone()))
+    }
+
+    fn append_event(
+        &mut self,
+        key: IpKey,
+        action: &str,
+        actor: &str,
+        before: Option<Record>,
+        after: Option<Record>,
+    ) -> Result<()> {
+        let id = self.next_id("next_event_id")?;
+        let event = Event {
+            id,
+            at: self.now,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            before,
+            after,
+        };
+        self.t
+            .history
+            .insert((key.family.as_u8(), key.value, id), encode(&event).as_slice())?;
+        Ok(())
+    }
+
+    /// The one path by which an address changes. `edit` mutates the record; this keeps the
+    /// free index, counters, status index and history in step with what it did.
+    pub(crate) fn change(
+        &mut self,
+        pool: &mut Pool,
+        layout: &Layout,
+        ip: IpAddr,
+        action: Option<&str>,
+        actor: &str,
+        freed: WhenFreed,
+        edit: impl FnOnce(&mut Record) -> Result<()>,
+    ) -> Result<Record> {
+        let key = IpKey::from(ip);
+        let v = key.value;
+        if !layout.cidr.contains(&ip) {
+            return Err(StoreError::NotInPool {
+                address: ip,
+                pool: pool.name.clone(),
+            });
+        }
+        if !layout.is_usable(v) {
+            return Err(StoreError::NotUsable(ip));
+        }
+        if layout.gateway == Some(v) {
+            return Err(StoreError::Gateway(ip));
+        }
+        let before = load(&self.t.records, key)?;
+        let mut rec = before
+            .clone()
+            .unwrap_or_else(|| Record::available(ip, pool.id, default_type(layout, v), self.now));
+        edit(&mut rec).map_err(|e| match e {
+            StoreError::RecordRule(RecordRuleError::NotAvailable { status }) => StoreError::Taken {
+                address: ip,
+                status: status.as_str(),
+            },
+            other => other,
+        })?;
+        rec.updated = self.now;
+        let old = before.as_ref().map_or(Status::Available, |b| b.status);
+        let new = rec.status;
+        match (old == Status::Available, new == Status::Available) {
+            (true, false) => {
+                if !alloc::take(&mut self.index(pool.id), v)? {
+                    return Err(StoreError::corrupt("fresh", format!("{ip} is available but not in the free index")));
+                }
+            }
+            (false, true) => alloc::give_back(&mut self.index(pool.id), layout, v)?,
+            _ => {}
+        }
+        if old != new {
+            if let Some(c) = pool.count_mut(old) {
+                *c -= 1;
+            }
+            if let Some(c) = pool.count_mut(new) {
+                *c += 1;
+            }
+            self.save_pool(pool)?;
+        }
+        let action = action.unwrap_or(if old != new { action_for(new) } else { "edit" });
+        if new == Status::Available && rec.addr_type == AddrType::Dhcp && freed == WhenFreed::DropDhcp {
+            if let Some(b) = &before
+                && b.status != Status::Available
+            {
+                self.t.by_status.remove((b.status.as_u8(), key.family.as_u8(), v))?;
+            }
+            self.t.records.remove((key.family.as_u8(), v))?;
+            self.append_event(key, action, actor, before, None)?;
+        } else {
+            self.put_record(before.as_ref(), &rec, action, actor)?;
+        }
+        Ok(rec)
+    }
+
+    /// Allocates the next free address of a pool, or the one asked for. With an idempotency
+    /// key, a retry gets the address the first attempt got.
+    pub fn allocate(
+        &mut self,
+        pool: &str,
+        req: &AllocationRequest,
+        idempotency_key: Option<&str>,
+        actor: &str,
+    ) -> Result<Record> {
+        let mut pool = self.pool(pool)?;
+        let layout = pool.layout()?;
+        if let Some(k) = idempotency_key
+            && let Some(g) = self.t.idempotency.get((pool.id, k))?
+        {
+            let (f, v) = g.value();
+            let family = crate::ipam::Family::from_u8(f)
+                .ok_or_else(|| StoreError::corrupt("idempotency", "bad family"))?;
+            if let Some(rec) = load(&self.t.records, IpKey::new(family, v))? {
+                return Ok(rec);
+            }
+        }
+        let owner = req
+            .owner
+            .clone()
+            .map(|o| crate::ipam::record::bounded("owner", o, 200))
+            .transpose()?;
+        let facts = Facts {
+            hostname: req.hostname.clone(),
+            ..Facts::default()
+        }
+        .validated()?;
+        let ip = match req.address {
+            Some(ip) => ip,
+            None => {
+                let v = alloc::next_candidate(&mut self.index(pool.id), &layout)?
+                    .ok_or_else(|| StoreError::Exhausted(pool.name.clone()))?;
+                layout.key(v).ip()
+            }
+        };
+        let rec = self.change(&mut pool, &layout, ip, None, actor, WhenFreed::Keep, |r| {
+            r.set_status(Status::Allocated)?;
+            r.addr_type = AddrType::Static;
+            r.owner = owner;
+            r.facts.hostname = facts.hostname;
+            Ok(())
+        })?;
+        if let Some(k) = idempotency_key {
+            let key = IpKey::from(ip);
+            self.t
+                .idempotency
+                .insert((pool.id, k), (key.family.as_u8(), key.value))?;
+        }
+        Ok(rec)
+    }
+
+    fn pool_of(&self, ip: IpAddr) -> Result<(Pool, Layout)> {
+        let pool = self
+            .pool_containing(IpKey::from(ip))?
+            .ok_or(StoreError::OutsideEveryPool { address: ip })?;
+        let layout = pool.layout()?;
+        Ok((pool, layout))
+    }
+
+    /// Releases an allocated address: it goes to the back of the free line.
+    pub fn release(&mut self, ip: IpAddr, actor: &str) -> Result<Record> {
+        let (mut pool, layout) = self.pool_of(ip)?;
+        self.change(&mut pool, &layout, ip, None, actor, WhenFreed::DropDhcp, |r| {
+            if r.status != Status::Allocated {
+                return Err(StoreError::NotAllocated {
+                    address: ip,
+                    status: r.status.as_str(),
+                });
+            }
+            Ok(r.set_status(Status::Available)?)
+        })
+    }
+
+    /// Changes status, description, owner or facts of an address.
+    pub fn patch(&mut self, ip: IpAddr, patch: &AddressPatch, actor: &str) -> Result<Record> {
+        let (mut pool, layout) = self.pool_of(ip)?;
+        let facts = Facts {
+            hostname: patch.hostname.clone().filter(|s| !s.is_empty()),
+            mac: patch.mac.clone().filter(|s| !s.is_empty()),
+            platform: patch.platform.clone().filter(|s| !s.is_empty()),
+            manufacturer: patch.manufacturer.clone().filter(|s| !s.is_empty()),
+        }
+        .validated()?;
+        let owner = patch
+            .owner
+            .clone()
+            .map(|o| crate::ipam::record::bounded("owner", o, 200))
+            .transpose()?;
+        self.change(&mut pool, &layout, ip, None, actor, WhenFreed::DropDhcp, |r| {
+            if let Some(s) = patch.status
+                && s != r.status
+            {
+                r.set_status(s)?;
+            }
+            if let Some(d) = &patch.description {
+                r.set_description(Some(d.clone()).filter(|d| !d.is_empty()))?;
+            }
+            if let Some(o) = owner {
+                r.owner = Some(o).filter(|o| !o.is_empty());
+            }
+            let f = &mut r.facts;
+            for (given, field) in [
+                (&patch.hostname, &mut f.hostname),
+                (&patch.mac, &mut f.mac),
+                (&patch.platform, &mut f.platform),
+                (&patch.manufacturer, &mut f.manufacturer),
+            ] {
+                if given.is_some() {
+                    field.take();
+                }
+            }
+            if facts.hostname.is_some() {
+                f.hostname = facts.hostname;
+            }
+            if facts.mac.is_some() {
+                f.mac = facts.mac;
+            }
+            if facts.platform.is_some() {
+                f.platform = facts.platform;
+            }
+            if facts.manufacturer.is_some() {
+                f.manufacturer = facts.manufacturer;
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies a checked import: each row sets one address of the pool to the state it gives.
+    /// Any failing row fails the whole transaction, so nothing of the file is written.
+    pub fn import(&mut self, pool: &str, rows: &[ImportRow], actor: &str) -> Result<usize> {
+        let mut pool = self.pool(pool)?;
+        let layout = pool.layout()?;
+        for row in rows {
+            let line_err = |e: StoreError| StoreError::Import {
+                line: row.line,
+                reason: e.to_string(),
+            };
+            let facts = row.facts.clone().validated().map_err(|e| line_err(e.into()))?;
+            self.change(&mut pool, &layout, row.address, Some("import"), actor, WhenFreed::Keep, |r| {
+                // An import states the address's state outright, whatever it was.
+                r.status = row.status;
+                if row.status != Status::Reserved {
+                    r.description = None;
+                }
+                if let Some(d) = &row.description {
+                    r.set_description(Some(d.clone()))?;
+                }
+                if let Some(t) = row.addr_type {
+                    r.addr_type = t;
+                }
+                r.facts = facts;
+                r.owner = row.owner.clone();
+                Ok(())
+            })
+            .map_err(line_err)?;
+        }
+        Ok(rows.len())
+    }
+}
+
+/// One checked row of an import file.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    /// The line of the file it came from, for error messages.
+    pub line: u64,
+    pub address: IpAddr,
+    pub status: Status,
+    pub addr_type: Option<AddrType>,
+    pub facts: Facts,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+}

@@ -1,0 +1,41 @@
+//! The redb schema: every table weft keeps, and the schema version. This file is the format
+//! that outlives a release; ARCHITECTURE.md describes it, and a change to a key or value
+//! layout bumps `SCHEMA_VERSION` with a migration in `migrate`.
+//!
+//! Values are JSON (serde) so that adding an optional field needs no migration. Addresses are
+//! keys `(family, value)`: 4 or 6, then the address as a big integer, so keys sort like
+//! addresses.
+
+use redb::TableDefinition;
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// pool id -> `Pool` (JSON).
+pub const POOLS: TableDefinition<u64, &[u8]> = TableDefinition::new("pools");
+/// pool name -> pool id.
+pub const POOL_NAMES: TableDefinition<&str, u64> = TableDefinition::new("pool_names");
+/// (family, first address of the CIDR) -> pool id: finds a pool by address, and overlaps.
+pub const POOL_SPANS: TableDefinition<(u8, u128), u64> = TableDefinition::new("pool_spans");
+/// (family, address) -> `Record` (JSON): only addresses with something to say.
+pub const RECORDS: TableDefinition<(u8, u128), &[u8]> = TableDefinition::new("records");
+/// (status, family, address) for held records (allocated, reserved, quarantine).
+pub const BY_STATUS: TableDefinition<(u8, u8, u128), ()> = TableDefinition::new("by_status");
+/// (family, address, event id) -> `Event` (JSON). Kept when the record goes.
+pub const HISTORY: TableDefinition<(u8, u128, u64), &[u8]> = TableDefinition::new("history");
+/// (pool id, first) -> last: runs of never-handed-out addresses.
+pub const FRESH: TableDefinition<(u64, u128), u128> = TableDefinition::new("fresh");
+/// (pool id, region, release sequence) -> address: released addresses, oldest first.
+pub const QUEUE: TableDefinition<(u64, u8, u64), u128> = TableDefinition::new("queue");
+/// (pool id, address) -> (region, release sequence): the queue, looked up by address.
+pub const QUEUED: TableDefinition<(u64, u128), (u8, u64)> = TableDefinition::new("queued");
+/// (pool id, Idempotency-Key) -> (family, address) the key's allocation got.
+pub const IDEMPOTENCY: TableDefinition<(u64, &str), (u8, u128)> =
+    TableDefinition::new("idempotency");
+/// token name -> `Token` (JSON, with the SHA-256 of the secret, never the secret).
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// SHA-256 of a token's secret -> token name.
+pub const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
+/// device id -> `Device` (JSON).
+pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
