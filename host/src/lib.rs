@@ -1,4 +1,17 @@
 //! weft: an overlay network for an operator with many Linux servers. See ARCHITECTURE.md.
+//!
+//! # Layout
+//! - `ipam`: the pure core (addresses, pools, allocator, record rules): no I/O.
+//! - `store`: redb behind typed reads and group-committed writes.
+//! - `web`: the HTTP edge (JSON API, OpenAPI, health, metrics); `metrics` its counters.
+//! - `admin`: admin commands over a Unix socket or the database directly.
+//! - `server`, `cli`, `config`: the `weft serve` process and its settings.
 
+pub mod admin;
+pub mod cli;
+pub mod config;
 pub mod ipam;
+pub mod metrics;
+pub mod server;
 pub mod store;
+pub mod web;

@@ -1,1 +1,69 @@
-fn main() {}
+//! The `weft` binary: parse the command line, set up logging, dispatch.
+
+use clap::Parser;
+use std::process::ExitCode;
+use weft::admin::{self, AdminRequest, AdminResponse};
+use weft::cli::{Cli, Command, DataDirArgs, TokenCommand};
+use weft::config::{Config, FileConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(common: DataDirArgs, listen: Option<std::net::SocketAddr>) -> Result<Config, String> {
+    let file = FileConfig::load(common.config.as_deref()).map_err(|e| e.to_string())?;
+    Ok(Config::resolve(common.data_dir, listen, file))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = config(args.common, args.listen)?;
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            rt.block_on(weft::server::serve(config, weft::server::shutdown_signal()))
+                .map_err(|e| e.to_string())
+        }
+        Command::Token { command } => {
+            let (common, req) = match command {
+                TokenCommand::Create { name, read_only, common } => {
+                    (common, AdminRequest::TokenCreate { name, read_only })
+                }
+                TokenCommand::List { common } => (common, AdminRequest::TokenList),
+                TokenCommand::Revoke { name, common } => (common, AdminRequest::TokenRevoke { name }),
+            };
+            let config = config(common, None)?;
+            match admin::run(&config.data_dir, req).map_err(|e| e.to_string())? {
+                AdminResponse::TokenCreated { info, secret } => {
+                    let access = if info.read_only { "read-only" } else { "read-write" };
+                    println!("created {access} token {:?}; its secret is shown once:", info.name);
+                    println!("{secret}");
+                }
+                AdminResponse::Tokens(tokens) => {
+                    println!("{:<32} {:<10} CREATED", "NAME", "ACCESS");
+                    for t in tokens {
+                        let access = if t.read_only { "read-only" } else { "read-write" };
+                        println!("{:<32} {:<10} {}", t.name, access, t.created);
+                    }
+                }
+                AdminResponse::Done => println!("done"),
+                AdminResponse::Error(e) => return Err(e),
+            }
+            Ok(())
+        }
+    }
+}

@@ -54,6 +54,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Another process holds the database file.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Db(e) if matches!(**e, redb::Error::DatabaseAlreadyOpen))
+    }
+
     pub(crate) fn corrupt(table: &'static str, e: impl std::fmt::Display) -> Self {
         StoreError::Corrupt {
             table,

@@ -12,6 +12,7 @@ mod pools;
 mod records;
 mod tables;
 mod tokens;
+#[cfg(test)] mod crash_tests;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
@@ -37,7 +38,8 @@ macro_rules! tables {
     ($($field:ident: $def:ident <$k:ty, $v:ty>),* $(,)?) => {
         /// Every table, open for writing inside one transaction.
         pub(crate) struct WriteTables<'t> { $(pub(crate) $field: redb::Table<'t, $k, $v>,)* }
-        /// Every table, open for reading in one snapshot.
+        /// Every table, open for reading in one snapshot. (Some are only ever written.)
+        #[allow(dead_code)]
         pub(crate) struct ReadTables { $(pub(crate) $field: redb::ReadOnlyTable<$k, $v>,)* }
         impl<'t> WriteTables<'t> {
             fn open(txn: &'t WriteTransaction) -> Result<Self> {
@@ -79,6 +81,12 @@ pub struct Writer<'t> {
     pub(crate) t: WriteTables<'t>,
     /// One clock reading per change, so a change's records and events agree on the time.
     pub(crate) now: jiff::Timestamp,
+}
+
+impl Reader {
+    pub fn schema_version(&self) -> Result<Option<u64>> {
+        Ok(self.t.meta.get("schema_version")?.map(|g| g.value()))
+    }
 }
 
 impl Writer<'_> {
@@ -132,6 +140,7 @@ where
 pub struct Store {
     db: Arc<Database>,
     jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -148,11 +157,25 @@ impl Store {
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("weft-store-writer".into())
             .spawn(move || writer_loop(&writer_db, rx))
             .map_err(|e| StoreError::Db(Arc::new(redb::Error::Io(e))))?;
-        Ok(Store { db, jobs })
+        Ok(Store {
+            db,
+            jobs,
+            writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
+    }
+
+    /// Closes the store: once every clone is dropped, the writer finishes the changes already
+    /// queued and the database file is closed. Blocks until then; call it on the last clone.
+    pub fn close(self) {
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        drop(self);
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
     }
 
     /// Runs `f` on a fresh snapshot.

@@ -1,7 +1,7 @@
 //! Pools: creation (with the overlap rule), look-up by id, name or address, deletion, and the
 //! redb form of the allocator's free index.
 
-use super::{Reader, Result, StoreError, WriteTables, Writer, decode, encode, get_json};
+use super::{Reader, Result, StoreError, WriteTables, Writer, encode, get_json};
 use crate::ipam::alloc::{self, FreeIndex, Region};
 use crate::ipam::{AddrType, Family, IpKey, Layout, Record, Span, Status, pool::overlapping};
 use ipnet::IpNet;
@@ -423,8 +423,4 @@ where
             (None, None) => None,
         }
     }
-}
-
-pub(crate) fn decode_pool(bytes: &[u8]) -> Result<Pool> {
-    decode("pools", bytes)
 }

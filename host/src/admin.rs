@@ -1,0 +1,128 @@
+//! Admin commands (tokens) that work whether or not `weft serve` holds the database: while it
+//! runs they go through a Unix socket in the data dir (mode 0600), otherwise the command opens
+//! the database itself. Never "database locked".
+
+use crate::config;
+use crate::store::{Store, StoreError, TokenInfo, new_secret};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    TokenCreate { name: String, read_only: bool },
+    TokenList,
+    TokenRevoke { name: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminResponse {
+    TokenCreated { info: TokenInfo, secret: String },
+    Tokens(Vec<TokenInfo>),
+    Done,
+    Error(String),
+}
+
+/// Carries out a request against an open store.
+pub async fn execute(store: &Store, req: AdminRequest) -> AdminResponse {
+    let result = match req {
+        AdminRequest::TokenCreate { name, read_only } => {
+            let secret = new_secret();
+            let s = secret.clone();
+            store
+                .write(move |w| w.create_token(&name, &s, read_only))
+                .await
+                .map(|info| AdminResponse::TokenCreated { info, secret })
+        }
+        AdminRequest::TokenList => store.read(|r| r.tokens()).map(AdminResponse::Tokens),
+        AdminRequest::TokenRevoke { name } => store
+            .write(move |w| w.revoke_token(&name))
+            .await
+            .map(|()| AdminResponse::Done),
+    };
+    result.unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
+}
+
+/// Serves the admin socket until the task is dropped. One JSON request line, one JSON answer.
+pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
+    let path = config::admin_socket(data_dir);
+    // A socket left by a killed server would make bind fail.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read);
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::from_str::<AdminRequest>(&line) {
+                Ok(req) => execute(&store, req).await,
+                Err(e) => AdminResponse::Error(format!("bad admin request: {e}")),
+            };
+            let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("the database is held by another process that does not answer on {0}")]
+    Locked(String),
+    #[error("admin socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs a request from the command line: through the server if one is running, else directly.
+pub fn run(data_dir: &Path, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+    let socket = config::admin_socket(data_dir);
+    // The server may be between opening the database and binding its socket: retry a while.
+    for _ in 0..100 {
+        if let Ok(stream) = UnixStream::connect(&socket) {
+            return call(stream, &req).map_err(AdminError::Socket);
+        }
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| AdminError::DataDir(data_dir.display().to_string(), e))?;
+        match Store::open(&config::db_path(data_dir)) {
+            Ok(store) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(AdminError::Runtime)?;
+                let answer = rt.block_on(execute(&store, req));
+                store.close();
+                return Ok(answer);
+            }
+            Err(e) if e.is_locked() => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AdminError::Locked(socket.display().to_string()))
+}
+
+fn call(mut stream: UnixStream, req: &AdminRequest) -> std::io::Result<AdminResponse> {
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    Ok(serde_json::from_str(&answer)?)
+}

@@ -1,0 +1,160 @@
+//! The one place where errors become HTTP: `{"error": {"code", "message"}}` with a status that
+//! says whose fault it was. Internal errors are logged with their cause and shown as a plain
+//! 500; input never causes one.
+
+use crate::store::StoreError;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code, e.g. `pool_overlap`.
+    pub code: String,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A body that did not parse: 400 if it is not JSON, 422 if it is but does not fit.
+    pub fn from_json(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("invalid request body: {e}")),
+            _ => Self::bad_request(format!("malformed request body: {e}")),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown API token (send Authorization: Bearer <token>)",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        use StatusCode as S;
+        use StoreError as E;
+        let (status, code) = match &e {
+            E::Db(_) | E::Corrupt { .. } | E::SchemaTooNew { .. } | E::Closed => {
+                tracing::error!(error = %e, "store failure");
+                return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
+            }
+            E::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            E::PoolNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::TokenNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::PoolOverlap { .. } => (S::CONFLICT, "pool_overlap"),
+            E::PoolInUse { .. } => (S::CONFLICT, "pool_in_use"),
+            E::Exhausted(_) => (S::CONFLICT, "exhausted"),
+            E::Taken { .. } => (S::CONFLICT, "taken"),
+            E::NotAllocated { .. } => (S::CONFLICT, "not_allocated"),
+            E::NotInPool { .. }
+            | E::OutsideEveryPool { .. }
+            | E::NotUsable(_)
+            | E::Gateway(_)
+            | E::PoolRule(_)
+            | E::RecordRule(_)
+            | E::Import { .. }
+            | E::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "rule"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("invalid request body: {}", source_text(&e)),
+            ),
+            other => ApiError::bad_request(format!("malformed request body: {}", source_text(&other))),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request(format!("malformed query: {}", source_text(&r)))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request(format!("malformed path: {}", source_text(&r)))
+    }
+}
+
+/// The innermost cause, which names the field and what was wrong with it.
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// `Json` whose rejection is an [`ApiError`].
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `Query` whose rejection is an [`ApiError`].
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `Path` whose rejection is an [`ApiError`].
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);

@@ -1,0 +1,144 @@
+//! The HTTP edge: one router for the JSON API, health and metrics. Handlers are thin: extract
+//! (auth, path, query, body), call the store, answer. Errors become HTTP only in `error`.
+//!
+//! Access per route (each handler's doc comment says it again, and `tests` check it):
+//! - anonymous: `GET /healthz`, `GET /metrics`, `GET /api/v1/openapi.json`;
+//! - any token: every other `GET` under `/api`;
+//! - a write token (not read-only): every `POST`, `PUT`, `PATCH` and `DELETE` under `/api`.
+
+mod addresses;
+mod auth;
+mod csv_io;
+mod error;
+mod pools;
+
+pub use error::ApiError;
+
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(store: Store) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        if let Ok(pools) = store.read(|r| r.pools()) {
+            for p in &pools {
+                metrics.observe_pool(p);
+            }
+        }
+        AppState { store, metrics }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "weft", description = "IPAM and overlay network API. Every /api route takes `Authorization: Bearer <token>`; read-only tokens may only GET."),
+    modifiers(&TokenScheme),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct TokenScheme;
+
+impl utoipa::Modify for TokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI document, built from the same handler annotations so the
+/// two cannot drift apart.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(pools::router())
+        .merge(addresses::router())
+        .split_for_parts()
+}
+
+/// The whole application, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api();
+    let doc = Arc::new(doc);
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Readiness: the store answers a read.
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.store.read(|r| r.pools().map(|p| p.len())) {
+        Ok(_) => "ok\n".into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// Counts and times every request by its route template (never the raw path, so addresses
+/// in URLs do not become label values).
+async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    s.metrics
+        .latency
+        .get_or_create(&RouteLabels { route: route.clone() })
+        .observe(elapsed);
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}

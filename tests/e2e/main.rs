@@ -1,0 +1,17 @@
+//! End-to-end tests: each starts a real `weft serve` process on loopback with a fresh data dir
+//! and talks to it over HTTP, as a user would.
+
+/// The fixture: a running server, its token, and helpers for each kind of check.
+mod support;
+
+/// Every IPAM workflow of the API, every error case leaving the store unchanged, access rules.
+mod api;
+
+/// Concurrent clients: distinct addresses, exact exhaustion.
+mod concurrency;
+
+/// SIGKILL at random moments while clients allocate: nothing answered is lost or doubled.
+mod crash;
+
+/// schemathesis, a tool no one here wrote, fuzzing the served OpenAPI document.
+mod schemathesis;

@@ -1,0 +1,190 @@
+//! A real `weft serve` on loopback, and one helper per kind of request.
+
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// A `weft serve` process with its own data dir; killed and cleaned up on drop.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub token: String,
+    pub client: Client,
+    child: Option<Child>,
+}
+
+/// Runs `weft` with arguments and returns stdout; panics with stderr if it fails.
+pub fn weft(args: &[&str]) -> String {
+    let out = Command::new(WEFT).args(args).output().expect("run weft");
+    assert!(
+        out.status.success(),
+        "weft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates a token on a data dir and returns its secret (the last line of stdout).
+pub fn create_token(data_dir: &Path, name: &str, read_only: bool) -> String {
+    let dir = data_dir.to_str().expect("utf-8 path");
+    let mut args = vec!["token", "create", "--name", name, "--data-dir", dir];
+    if read_only {
+        args.push("--read-only");
+    }
+    weft(&args).lines().last().expect("a secret line").trim().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    /// A fresh data dir with an admin token, and a server on it.
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = create_token(&dir.path().join("data"), "admin", false);
+        let mut s = Server {
+            dir,
+            addr: String::new(),
+            token,
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            child: None,
+        };
+        s.restart().await;
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the process (again) on the same data dir, on a new port, and waits until ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let port = free_port();
+        self.addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(self.dir.path().join(format!("serve-{port}.log"))).expect("log file");
+        let child = Command::new(WEFT)
+            .args(["serve", "--listen", &self.addr, "--data-dir"])
+            .arg(self.data_dir())
+            .env("WEFT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn weft serve");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/healthz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "weft serve did not become ready on {}", self.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A request with the admin token.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        json_of(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a pool and returns it; panics unless 201.
+    pub async fn pool(&self, name: &str, cidr: &str) -> Value {
+        let (status, body) = self
+            .post("/api/v1/pools", serde_json::json!({"name": name, "cidr": cidr}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// The pool's CSV export: a snapshot of its stored state, to compare before and after.
+    pub async fn export(&self, pool: &str) -> String {
+        let r = self
+            .client
+            .get(self.url(&format!("/api/v1/pools/{pool}/export.csv")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("csv")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn json_of(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Asserts the error shape: `{"error": {"code", "message"}}` with the message containing `needle`.
+pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, needle: &str) {
+    assert_eq!(status, want, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(body["error"]["code"].is_string(), "no error code in {body}");
+    assert!(msg.contains(needle), "message {msg:?} does not mention {needle:?}");
+}
