@@ -15,3 +15,6 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod web;
+
+#[cfg(test)]
+mod tidy;

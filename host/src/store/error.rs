@@ -15,6 +15,9 @@ pub enum StoreError {
     /// The database was written by a newer weft.
     #[error("database schema version {found} is newer than this weft understands ({supported})")]
     SchemaTooNew { found: u64, supported: u64 },
+    /// A change hit a bug (it panicked); it was rolled back.
+    #[error("internal error in a store change")]
+    Panicked,
     /// The writer thread is gone (the process is shutting down).
     #[error("the store is shutting down")]
     Closed,

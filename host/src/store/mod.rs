@@ -12,7 +12,10 @@ mod pools;
 mod records;
 mod tables;
 mod tokens;
-#[cfg(test)] mod crash_tests;
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod tests;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
@@ -101,6 +104,8 @@ impl Writer<'_> {
 trait Job: Send {
     /// Runs the change; false if it failed (the batch is then re-run without it).
     fn run(&mut self, w: &mut Writer<'_>) -> bool;
+    /// Marks the change failed without running it (it panicked).
+    fn fail(&mut self, e: StoreError);
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: Result<()>);
 }
@@ -121,6 +126,10 @@ where
         let ok = out.is_ok();
         self.out = Some(out);
         ok
+    }
+
+    fn fail(&mut self, e: StoreError) {
+        self.out = Some(Err(e));
     }
 
     fn finish(self: Box<Self>, committed: Result<()>) {
@@ -297,7 +306,16 @@ fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<Option<usize>>
         };
         batch.iter_mut().position(|job| {
             w.now = jiff::Timestamp::now();
-            !job.run(&mut w)
+            // A bug in one change must not take the writer, and so every later write, down.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&mut w)));
+            match ran {
+                Ok(ok) => !ok,
+                Err(_) => {
+                    tracing::error!("a store change panicked; it fails alone");
+                    job.fail(StoreError::Panicked);
+                    true
+                }
+            }
         })
     };
     match failed {

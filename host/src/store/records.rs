@@ -363,6 +363,15 @@ impl Writer<'_> {
             },
             other => other,
         })?;
+        // A change that changes nothing writes nothing and leaves no event (re-imports,
+        // repeated PATCHes).
+        let unchanged = match &before {
+            Some(b) => *b == rec,
+            None => !rec.worth_storing(),
+        };
+        if unchanged {
+            return Ok(rec);
+        }
         rec.updated = self.now;
         let old = before.as_ref().map_or(Status::Available, |b| b.status);
         let new = rec.status;
@@ -377,7 +386,7 @@ impl Writer<'_> {
         }
         if old != new {
             if let Some(c) = pool.count_mut(old) {
-                *c -= 1;
+                *c = c.saturating_sub(1);
             }
             if let Some(c) = pool.count_mut(new) {
                 *c += 1;
@@ -541,6 +550,10 @@ impl Writer<'_> {
                 reason: e.to_string(),
             };
             let facts = row.facts.clone().validated().map_err(|e| line_err(e.into()))?;
+            // The gateway's row in an export says reserved: importing it back changes nothing.
+            if layout.gateway == Some(IpKey::from(row.address).value) && row.status == Status::Reserved {
+                continue;
+            }
             self.change(&mut pool, &layout, row.address, Some("import"), actor, WhenFreed::Keep, |r| {
                 // An import states the address's state outright, whatever it was.
                 r.status = row.status;

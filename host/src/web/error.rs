@@ -85,7 +85,7 @@ impl From<StoreError> for ApiError {
         use StatusCode as S;
         use StoreError as E;
         let (status, code) = match &e {
-            E::Db(_) | E::Corrupt { .. } | E::SchemaTooNew { .. } | E::Closed => {
+            E::Db(_) | E::Corrupt { .. } | E::SchemaTooNew { .. } | E::Closed | E::Panicked => {
                 tracing::error!(error = %e, "store failure");
                 return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }

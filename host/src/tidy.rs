@@ -1,0 +1,61 @@
+//! Architecture invariants kept as tests: which module may import what (ARCHITECTURE.md).
+
+use std::path::Path;
+
+fn sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(sources(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            out.push((p.display().to_string(), text));
+        }
+    }
+    out
+}
+
+fn src() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn assert_none(files: &[(String, String)], forbidden: &[&str], why: &str) {
+    for (path, text) in files {
+        for f in forbidden {
+            assert!(!text.contains(f), "{path} uses `{f}`: {why}");
+        }
+    }
+}
+
+#[test]
+fn ipam_is_pure() {
+    let files = sources(&src().join("ipam"));
+    assert!(!files.is_empty());
+    assert_none(
+        &files,
+        &["redb::", "use redb", "axum::", "tokio::", "std::fs", "std::net::Tcp", "tracing::", "crate::store", "crate::web"],
+        "ipam does no I/O and knows nothing of the store or HTTP",
+    );
+}
+
+#[test]
+fn only_the_store_touches_redb() {
+    let files: Vec<_> = sources(&src())
+        .into_iter()
+        .filter(|(p, _)| !p.contains("/store/") && !p.ends_with("tidy.rs"))
+        .collect();
+    assert_none(&files, &["redb::", "use redb"], "only store/ may import redb");
+}
+
+#[test]
+fn only_the_edge_knows_http() {
+    let files: Vec<_> = sources(&src())
+        .into_iter()
+        .filter(|(p, _)| !p.contains("/web/") && !p.ends_with("server.rs") && !p.ends_with("tidy.rs"))
+        .collect();
+    assert_none(&files, &["axum::", "use axum"], "only web/ and server.rs know axum");
+}
