@@ -51,7 +51,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         let data_dir = config.data_dir.clone();
         let store = store.clone();
         // Bind before answering requests, so admin commands never meet a locked database.
-        let task = tokio::spawn(async move { crate::admin::serve(&data_dir, store).await });
+        let task = tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(&data_dir, store).await {
+                tracing::error!(error = %e, "admin socket failed: `weft token` commands cannot reach this server");
+            }
+        });
         tokio::task::yield_now().await;
         task
     };
