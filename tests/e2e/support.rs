@@ -36,7 +36,12 @@ pub fn create_token(data_dir: &Path, name: &str, read_only: bool) -> String {
     if read_only {
         args.push("--read-only");
     }
-    weft(&args).lines().last().expect("a secret line").trim().to_string()
+    weft(&args)
+        .lines()
+        .last()
+        .expect("a secret line")
+        .trim()
+        .to_string()
 }
 
 fn free_port() -> u16 {
@@ -74,7 +79,8 @@ impl Server {
         self.kill();
         let port = free_port();
         self.addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(self.dir.path().join(format!("serve-{port}.log"))).expect("log file");
+        let log = std::fs::File::create(self.dir.path().join(format!("serve-{port}.log")))
+            .expect("log file");
         let child = Command::new(WEFT)
             .args(["serve", "--listen", &self.addr, "--data-dir"])
             .arg(self.data_dir())
@@ -95,13 +101,13 @@ impl Server {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "weft serve did not become ready on {}", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "weft serve did not become ready on {}",
+                self.addr
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
     }
 
     /// SIGKILL: no chance to clean up.
@@ -125,12 +131,26 @@ impl Server {
     }
 
     /// A request with the admin token.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_as(&self.token, method, path, body).await
     }
 
-    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path)).bearer_auth(token);
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -148,7 +168,10 @@ impl Server {
     /// Creates a pool and returns it; panics unless 201.
     pub async fn pool(&self, name: &str, cidr: &str) -> Value {
         let (status, body) = self
-            .post("/api/v1/pools", serde_json::json!({"name": name, "cidr": cidr}))
+            .post(
+                "/api/v1/pools",
+                serde_json::json!({"name": name, "cidr": cidr}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
@@ -186,5 +209,157 @@ pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, needle: 
     assert_eq!(status, want, "{body}");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
     assert!(body["error"]["code"].is_string(), "no error code in {body}");
-    assert!(msg.contains(needle), "message {msg:?} does not mention {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} does not mention {needle:?}"
+    );
+}
+
+/// Helpers for requests `call` cannot express (no token, raw bodies, extra headers) and for
+/// snapshots of the store to compare before and after an error.
+impl Server {
+    /// A request builder with the given token (or none), for bodies and headers of any kind.
+    pub fn request(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, self.url(path));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends a request built with [`Server::request`] and returns its status and JSON body.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        json_of(req.send().await.expect("request")).await
+    }
+
+    /// Sends a raw body with a content type, with the admin token.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let req = self
+            .request(Some(&self.token), method, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.to_string());
+        self.send(req).await
+    }
+
+    /// Allocates from a pool with an `Idempotency-Key` header.
+    pub async fn allocate_with_key(
+        &self,
+        pool: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = self
+            .request(
+                Some(&self.token),
+                Method::POST,
+                &format!("/api/v1/pools/{pool}/allocations"),
+            )
+            .header("Idempotency-Key", key)
+            .json(&body);
+        self.send(req).await
+    }
+
+    /// Allocates the next free address of a pool; panics unless 201; returns the address.
+    pub async fn allocate(&self, pool: &str) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/pools/{pool}/allocations"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["address"].as_str().expect("address").to_string()
+    }
+
+    /// A pool's stats; panics unless 200.
+    pub async fn stats(&self, pool: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/pools/{pool}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["stats"].clone()
+    }
+
+    /// What the store holds, as far as the API shows it: a pool's CSV export and the list of
+    /// every pool with its stats. Equal snapshots before and after a request mean it changed
+    /// nothing.
+    pub async fn snapshot(&self, pool: &str) -> (String, Value) {
+        let csv = self.export(pool).await;
+        let (status, pools) = self.get("/api/v1/pools").await;
+        assert_eq!(status, StatusCode::OK, "{pools}");
+        (csv, pools)
+    }
+
+    /// The Prometheus text of `/metrics` (no token).
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("metrics text")
+    }
+
+    /// Checks that a pool's stats agree with its stored records (the CSV export).
+    pub async fn assert_stats_match_records(&self, pool: &str) {
+        let csv = self.export(pool).await;
+        let rows = csv_rows(&csv);
+        let count = |status: &str| rows.iter().filter(|r| r["status"] == status).count() as u64;
+        let stats = self.stats(pool).await;
+        let (allocated, reserved, quarantine) =
+            (count("allocated"), count("reserved"), count("quarantine"));
+        assert_eq!(
+            stats["allocated"], allocated,
+            "stats {stats} vs records:\n{csv}"
+        );
+        assert_eq!(
+            stats["reserved"], reserved,
+            "stats {stats} vs records:\n{csv}"
+        );
+        assert_eq!(
+            stats["quarantine"], quarantine,
+            "stats {stats} vs records:\n{csv}"
+        );
+        let total = stats["total"].as_u64().expect("total");
+        let held = allocated + reserved + quarantine;
+        assert_eq!(stats["available"], total - held, "stats {stats}");
+    }
+}
+
+/// Asserts the error shape and its code: `{"error": {"code": code, "message": ...}}`.
+pub fn assert_error_code(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"].is_string(),
+        "no error message in {body}"
+    );
+}
+
+/// The rows of a CSV text, each as column name -> value.
+pub fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().expect("csv header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("csv row");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
 }

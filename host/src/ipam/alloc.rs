@@ -76,7 +76,10 @@ pub fn take_next<I: FreeIndex>(idx: &mut I, layout: &Layout) -> Result<Option<u1
 }
 
 /// The address next-free would hand out, without taking it.
-pub fn next_candidate<I: FreeIndex>(idx: &mut I, layout: &Layout) -> Result<Option<u128>, I::Error> {
+pub fn next_candidate<I: FreeIndex>(
+    idx: &mut I,
+    layout: &Layout,
+) -> Result<Option<u128>, I::Error> {
     let candidate = if layout.static_ranges.is_empty() {
         idx.fresh_ceil(0)?.map(|s| s.start)
     } else {
@@ -150,10 +153,18 @@ impl FreeIndex for MemIndex {
     type Error = std::convert::Infallible;
 
     fn fresh_floor(&mut self, v: u128) -> Result<Option<Span>, Self::Error> {
-        Ok(self.fresh.range(..=v).next_back().map(|(&start, &end)| Span { start, end }))
+        Ok(self
+            .fresh
+            .range(..=v)
+            .next_back()
+            .map(|(&start, &end)| Span { start, end }))
     }
     fn fresh_ceil(&mut self, v: u128) -> Result<Option<Span>, Self::Error> {
-        Ok(self.fresh.range(v..).next().map(|(&start, &end)| Span { start, end }))
+        Ok(self
+            .fresh
+            .range(v..)
+            .next()
+            .map(|(&start, &end)| Span { start, end }))
     }
     fn fresh_insert(&mut self, span: Span) -> Result<(), Self::Error> {
         self.fresh.insert(span.start, span.end);
@@ -217,7 +228,10 @@ mod tests {
     #[test]
     fn next_free_skips_network_gateway_and_broadcast() {
         let (l, mut idx) = pool("10.0.0.0/29", &[]);
-        assert_eq!(drain(&l, &mut idx), ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+        assert_eq!(
+            drain(&l, &mut idx),
+            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+        );
     }
 
     #[test]
@@ -252,12 +266,18 @@ mod tests {
         ok(give_back(&mut idx, &l, a));
         // Fresh addresses first, then b (released first), then a.
         let rest = drain(&l, &mut idx);
-        assert_eq!(rest, ["10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.3", "10.0.0.2"]);
+        assert_eq!(
+            rest,
+            ["10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.3", "10.0.0.2"]
+        );
     }
 
     #[test]
     fn next_free_stays_inside_static_ranges() {
-        let (l, mut idx) = pool("10.0.0.0/24", &["10.0.0.10-10.0.0.11", "10.0.0.20-10.0.0.20"]);
+        let (l, mut idx) = pool(
+            "10.0.0.0/24",
+            &["10.0.0.10-10.0.0.11", "10.0.0.20-10.0.0.20"],
+        );
         assert_eq!(drain(&l, &mut idx), ["10.0.0.10", "10.0.0.11", "10.0.0.20"]);
         // An address outside the ranges can still be taken by name, and given back.
         let outside = l.usable.start + 99;
@@ -274,7 +294,10 @@ mod tests {
         assert!(ok(take(&mut idx, mid)));
         assert!(!ok(take(&mut idx, mid)));
         assert!(!ok(is_free(&mut idx, mid)));
-        assert_eq!(drain(&l, &mut idx), ["10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.0.6"]);
+        assert_eq!(
+            drain(&l, &mut idx),
+            ["10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.0.6"]
+        );
     }
 
     #[derive(Debug, Clone)]

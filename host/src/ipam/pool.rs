@@ -17,7 +17,8 @@ impl Span {
         self.start <= v && v <= self.end
     }
 
-    /// How many addresses the span holds, saturating for a whole IPv6 space.
+    /// How many addresses the span holds, saturating for a whole IPv6 space. Never zero.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u128 {
         (self.end - self.start).saturating_add(1)
     }
@@ -191,7 +192,10 @@ fn parse_range(text: &str, family: Family) -> Result<Span, PoolRuleError> {
 /// Finds the pool a new span collides with, given the existing pools of the same family sorted
 /// by start. Because existing pools never overlap, only the last pool starting at or before the
 /// new span's end can collide: the store answers that with one range lookup.
-pub fn overlapping<'a, T>(new: Span, sorted: impl DoubleEndedIterator<Item = (Span, &'a T)>) -> Option<&'a T> {
+pub fn overlapping<'a, T>(
+    new: Span,
+    sorted: impl DoubleEndedIterator<Item = (Span, &'a T)>,
+) -> Option<&'a T> {
     sorted
         .rev()
         .find(|(s, _)| s.start <= new.end)
@@ -250,7 +254,10 @@ mod tests {
     #[test]
     fn host_bits_in_the_cidr_are_refused() {
         let err = Layout::new("10.0.0.1/24".parse().unwrap(), true, &[]).unwrap_err();
-        assert_eq!(err.to_string(), "cidr 10.0.0.1/24 has host bits set; did you mean 10.0.0.0/24?");
+        assert_eq!(
+            err.to_string(),
+            "cidr 10.0.0.1/24 has host bits set; did you mean 10.0.0.0/24?"
+        );
     }
 
     #[test]
@@ -268,7 +275,11 @@ mod tests {
             Err(PoolRuleError::RangeBackwards(_))
         ));
         assert!(matches!(
-            Layout::new(cidr, true, &["10.0.0.1-10.0.0.9".into(), "10.0.0.5-10.0.0.20".into()]),
+            Layout::new(
+                cidr,
+                true,
+                &["10.0.0.1-10.0.0.9".into(), "10.0.0.5-10.0.0.20".into()]
+            ),
             Err(PoolRuleError::RangesOverlap(..))
         ));
         assert!(matches!(
@@ -283,7 +294,12 @@ mod tests {
             (Span { start: 0, end: 9 }, "a"),
             (Span { start: 20, end: 29 }, "b"),
         ];
-        let find = |s, e| overlapping(Span { start: s, end: e }, pools.iter().map(|(s, n)| (*s, n)));
+        let find = |s, e| {
+            overlapping(
+                Span { start: s, end: e },
+                pools.iter().map(|(s, n)| (*s, n)),
+            )
+        };
         assert_eq!(find(10, 19), None);
         assert_eq!(find(5, 15), Some(&"a"));
         assert_eq!(find(15, 25), Some(&"b"));

@@ -45,7 +45,11 @@ impl std::str::FromStr for Status {
         Status::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?} (expected available, allocated, reserved or quarantine)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?} (expected available, allocated, reserved or quarantine)"
+                )
+            })
     }
 }
 
@@ -96,7 +100,10 @@ impl Facts {
         Ok(Facts {
             hostname: self.hostname.map(validate_hostname).transpose()?,
             mac: self.mac.map(|m| canonical_mac(&m)).transpose()?,
-            platform: self.platform.map(|s| bounded("platform", s, 100)).transpose()?,
+            platform: self
+                .platform
+                .map(|s| bounded("platform", s, 100))
+                .transpose()?,
             manufacturer: self
                 .manufacturer
                 .map(|s| bounded("manufacturer", s, 100))
@@ -135,7 +142,12 @@ pub struct Record {
 
 impl Record {
     /// An address as it is before anything is said about it.
-    pub fn available(address: IpAddr, pool: u64, addr_type: AddrType, now: jiff::Timestamp) -> Self {
+    pub fn available(
+        address: IpAddr,
+        pool: u64,
+        addr_type: AddrType,
+        now: jiff::Timestamp,
+    ) -> Self {
         Record {
             address,
             pool,
@@ -160,7 +172,9 @@ impl Record {
             (from, Allocated | Reserved) if from != Available && from != to => {
                 return Err(RecordRuleError::NotAvailable { status: from });
             }
-            (Allocated, Allocated) => return Err(RecordRuleError::NotAvailable { status: Allocated }),
+            (Allocated, Allocated) => {
+                return Err(RecordRuleError::NotAvailable { status: Allocated });
+            }
             _ => {}
         }
         if to != Reserved {
@@ -206,7 +220,9 @@ pub enum RecordRuleError {
     DescriptionNotReserved { status: Status },
     #[error("mac {0:?} is not a MAC address (expected six hex pairs, e.g. 52:54:00:12:34:56)")]
     BadMac(String),
-    #[error("hostname {0:?} is not a valid hostname (letters, digits, '-', '.', up to 253 characters)")]
+    #[error(
+        "hostname {0:?} is not a valid hostname (letters, digits, '-', '.', up to 253 characters)"
+    )]
     BadHostname(String),
     #[error("{field} is longer than {max} characters")]
     TooLong { field: &'static str, max: usize },
@@ -225,7 +241,9 @@ fn validate_hostname(h: String) -> Result<String, RecordRuleError> {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if ok {
         Ok(h)
@@ -236,7 +254,10 @@ fn validate_hostname(h: String) -> Result<String, RecordRuleError> {
 
 /// `52-54-00-AB-CD-EF`, `5254.00ab.cdef` and `52:54:00:ab:cd:ef` are one MAC.
 pub fn canonical_mac(m: &str) -> Result<String, RecordRuleError> {
-    let hex: String = m.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+    let hex: String = m
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
     if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(RecordRuleError::BadMac(m.to_string()));
     }
@@ -250,7 +271,12 @@ mod tests {
     use super::*;
 
     fn rec() -> Record {
-        Record::available("10.0.0.5".parse().unwrap(), 1, AddrType::Static, jiff::Timestamp::UNIX_EPOCH)
+        Record::available(
+            "10.0.0.5".parse().unwrap(),
+            1,
+            AddrType::Static,
+            jiff::Timestamp::UNIX_EPOCH,
+        )
     }
 
     #[test]
@@ -259,7 +285,9 @@ mod tests {
         r.set_status(Status::Allocated).unwrap();
         assert_eq!(
             r.set_status(Status::Allocated),
-            Err(RecordRuleError::NotAvailable { status: Status::Allocated })
+            Err(RecordRuleError::NotAvailable {
+                status: Status::Allocated
+            })
         );
         assert!(r.set_status(Status::Reserved).is_err());
         r.set_status(Status::Quarantine).unwrap();
@@ -282,8 +310,14 @@ mod tests {
 
     #[test]
     fn mac_addresses_are_stored_in_one_form() {
-        assert_eq!(canonical_mac("52-54-00-AB-CD-EF").unwrap(), "52:54:00:ab:cd:ef");
-        assert_eq!(canonical_mac("5254.00ab.cdef").unwrap(), "52:54:00:ab:cd:ef");
+        assert_eq!(
+            canonical_mac("52-54-00-AB-CD-EF").unwrap(),
+            "52:54:00:ab:cd:ef"
+        );
+        assert_eq!(
+            canonical_mac("5254.00ab.cdef").unwrap(),
+            "52:54:00:ab:cd:ef"
+        );
         assert!(canonical_mac("52:54:00").is_err());
     }
 

@@ -1,7 +1,7 @@
 //! Devices: the inventory that feeds IPAM. A device's address is allocated with its facts;
 //! when the device moves or goes, its old address is released.
 
-use super::records::WhenFreed;
+use super::records::How;
 use super::{Reader, Result, StoreError, Writer, encode, get_json};
 use crate::ipam::{AddrType, Facts, IpKey, Status};
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,9 @@ impl Writer<'_> {
     /// Creates or updates a device and the record of its address.
     pub fn upsert_device(&mut self, id: &str, spec: &DeviceSpec, actor: &str) -> Result<Device> {
         if id.is_empty() || id.len() > 128 {
-            return Err(StoreError::Invalid("device id must be 1 to 128 characters".into()));
+            return Err(StoreError::Invalid(
+                "device id must be 1 to 128 characters".into(),
+            ));
         }
         let facts = Facts {
             hostname: spec.hostname.clone(),
@@ -49,32 +51,42 @@ impl Writer<'_> {
             manufacturer: spec.manufacturer.clone(),
         }
         .validated()?;
-        let mut pool = self
-            .pool_containing(IpKey::from(spec.ip))?
-            .ok_or(StoreError::OutsideEveryPool { address: spec.ip })?;
-        let layout = pool.layout()?;
+        if self.pool_containing(IpKey::from(spec.ip))?.is_none() {
+            return Err(StoreError::OutsideEveryPool { address: spec.ip });
+        }
         let old: Option<Device> = get_json(&self.t.devices, "devices", id)?;
         if let Some(old) = &old
             && old.ip != spec.ip
         {
             self.release_device_address(old, actor)?;
         }
+        // Read the pool after the release: it may be the same pool, with new counts.
+        let mut pool = self
+            .pool_containing(IpKey::from(spec.ip))?
+            .ok_or(StoreError::OutsideEveryPool { address: spec.ip })?;
+        let layout = pool.layout()?;
         let addr_type = if layout.in_static_region(IpKey::from(spec.ip).value) {
             AddrType::Static
         } else {
             AddrType::Dhcp
         };
         let device_facts = facts.clone();
-        self.change(&mut pool, &layout, spec.ip, Some("device-sync"), actor, WhenFreed::Keep, |r| {
-            let ours = r.status == Status::Allocated && r.device.as_deref() == Some(id);
-            if !ours {
-                r.set_status(Status::Allocated)?;
-                r.addr_type = addr_type;
-            }
-            r.device = Some(id.to_string());
-            r.facts = facts;
-            Ok(())
-        })?;
+        self.change(
+            &mut pool,
+            &layout,
+            spec.ip,
+            How::by(actor).action("device-sync"),
+            |r| {
+                let ours = r.status == Status::Allocated && r.device.as_deref() == Some(id);
+                if !ours {
+                    r.set_status(Status::Allocated)?;
+                    r.addr_type = addr_type;
+                }
+                r.device = Some(id.to_string());
+                r.facts = facts;
+                Ok(())
+            },
+        )?;
         let device = Device {
             id: id.to_string(),
             ip: spec.ip,
@@ -103,9 +115,13 @@ impl Writer<'_> {
         let layout = pool.layout()?;
         match self.address(device.ip)? {
             Some(r) if r.device.as_deref() == Some(device.id.as_str()) => {
-                self.change(&mut pool, &layout, device.ip, Some("device-release"), actor, WhenFreed::DropDhcp, |r| {
-                    Ok(r.set_status(Status::Available)?)
-                })?;
+                self.change(
+                    &mut pool,
+                    &layout,
+                    device.ip,
+                    How::by(actor).action("device-release").dropping_dhcp(),
+                    |r| Ok(r.set_status(Status::Available)?),
+                )?;
             }
             _ => {}
         }

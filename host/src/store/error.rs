@@ -27,13 +27,22 @@ pub enum StoreError {
     #[error("pool name {0:?} is already taken")]
     PoolNameTaken(String),
     #[error("{cidr} overlaps pool {name:?} ({existing})")]
-    PoolOverlap { cidr: String, name: String, existing: String },
-    #[error("pool {pool:?} still holds {held} allocated addresses; delete with force=true to drop them")]
+    PoolOverlap {
+        cidr: String,
+        name: String,
+        existing: String,
+    },
+    #[error(
+        "pool {pool:?} still holds {held} allocated addresses; delete with force=true to drop them"
+    )]
     PoolInUse { pool: String, held: u64 },
     #[error("pool {0:?} is exhausted: no free address left")]
     Exhausted(String),
     #[error("{address} is {status} and cannot be taken")]
-    Taken { address: IpAddr, status: &'static str },
+    Taken {
+        address: IpAddr,
+        status: &'static str,
+    },
     #[error("{address} is not in pool {pool:?}")]
     NotInPool { address: IpAddr, pool: String },
     #[error("{address} is not in any pool")]
@@ -43,7 +52,10 @@ pub enum StoreError {
     #[error("{0} is the pool's gateway and is never handed out")]
     Gateway(IpAddr),
     #[error("{address} is {status}, not allocated")]
-    NotAllocated { address: IpAddr, status: &'static str },
+    NotAllocated {
+        address: IpAddr,
+        status: &'static str,
+    },
     #[error("{0}")]
     PoolRule(#[from] PoolRuleError),
     #[error("{0}")]

@@ -6,23 +6,25 @@
 //! its change has committed with `Durability::Immediate`. An operation that fails is taken out
 //! of its batch, the batch re-runs without it, and it fails alone.
 
+#[cfg(test)]
+mod crash_tests;
 mod devices;
 mod error;
 mod pools;
 mod records;
 mod tables;
-mod tokens;
-#[cfg(test)]
-mod crash_tests;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use pools::{Pool, PoolSpec, PoolStats};
-pub use records::{AddressFilter, AddressPatch, AllocationRequest, Event, ImportRow, MAX_SCAN, Page};
-pub use tokens::new_secret;
+pub use records::{
+    AddressFilter, AddressPatch, AllocationRequest, Event, ImportRow, MAX_SCAN, Page,
+};
 pub use tables::SCHEMA_VERSION;
+pub use tokens::new_secret;
 pub use tokens::{Token, TokenInfo};
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
@@ -156,6 +158,9 @@ impl Store {
     /// Opens (or creates) the database at `path`, checks and migrates its schema, and starts
     /// the writer thread.
     pub fn open(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = Database::create(path)?;
         Self::with_database(db)
     }
@@ -237,6 +242,22 @@ impl Store {
         let mut db = Database::open(path)?;
         Ok(db.check_integrity()?)
     }
+}
+
+/// Creates a new database beside `path` and renames it into place once it is complete, so a
+/// crash during creation leaves no half-made file that redb would refuse to open.
+fn create_atomically(path: &Path) -> Result<()> {
+    let io = |e: std::io::Error| StoreError::Db(Arc::new(redb::Error::Io(e)));
+    let tmp = path.with_extension("redb-creating");
+    let _ = std::fs::remove_file(&tmp);
+    migrate(&Database::create(&tmp)?)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
 }
 
 fn migrate(db: &Database) -> Result<()> {

@@ -67,10 +67,7 @@ impl Pool {
     }
 
     pub fn stats(&self) -> PoolStats {
-        let total = self
-            .layout()
-            .map(|l| l.total())
-            .unwrap_or_default();
+        let total = self.layout().map(|l| l.total()).unwrap_or_default();
         let held = (self.allocated + self.reserved + self.quarantine) as u128;
         PoolStats {
             total: u64::try_from(total).unwrap_or(u64::MAX),
@@ -78,7 +75,11 @@ impl Pool {
             allocated: self.allocated,
             reserved: self.reserved,
             quarantine: self.quarantine,
-            utilization: if total == 0 { 0.0 } else { held as f64 / total as f64 },
+            utilization: if total == 0 {
+                0.0
+            } else {
+                held as f64 / total as f64
+            },
         }
     }
 
@@ -180,7 +181,9 @@ impl<'t> Writer<'t> {
     pub fn create_pool(&mut self, spec: &PoolSpec, actor: &str) -> Result<Pool> {
         let name = spec.name.trim();
         if name.is_empty() || name.len() > 64 {
-            return Err(StoreError::Invalid("name must be 1 to 64 characters".into()));
+            return Err(StoreError::Invalid(
+                "name must be 1 to 64 characters".into(),
+            ));
         }
         if name.bytes().all(|b| b.is_ascii_digit()) {
             return Err(StoreError::Invalid(
@@ -228,7 +231,8 @@ impl<'t> Writer<'t> {
         self.t.pool_spans.insert((f, span.start), pool.id)?;
         alloc::init(&mut self.index(pool.id), &layout)?;
         if let Some(g) = layout.gateway {
-            let mut rec = Record::available(layout.key(g).ip(), pool.id, AddrType::Static, self.now);
+            let mut rec =
+                Record::available(layout.key(g).ip(), pool.id, AddrType::Static, self.now);
             rec.status = Status::Reserved;
             rec.description = Some("gateway".into());
             pool.reserved += 1;
@@ -251,18 +255,24 @@ impl<'t> Writer<'t> {
         let (family, span) = span_of(&pool.cidr);
         let f = family.as_u8();
         let id = pool.id;
-        self.t.records.retain_in((f, span.start)..=(f, span.end), |_, _| false)?;
+        self.t
+            .records
+            .retain_in((f, span.start)..=(f, span.end), |_, _| false)?;
         for status in [Status::Allocated, Status::Reserved, Status::Quarantine] {
             let s = status.as_u8();
             self.t
                 .by_status
                 .retain_in((s, f, span.start)..=(s, f, span.end), |_, _| false)?;
         }
-        self.t.fresh.retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
+        self.t
+            .fresh
+            .retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
         self.t
             .queue
             .retain_in((id, 0, 0)..=(id, u8::MAX, u64::MAX), |_, _| false)?;
-        self.t.queued.retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
+        self.t
+            .queued
+            .retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
         self.t
             .idempotency
             .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
@@ -328,7 +338,13 @@ impl FreeIndex for PoolIndex<'_, '_> {
     }
 
     fn released_push(&mut self, region: Region, v: u128) -> Result<()> {
-        let seq = self.t.meta.get("next_release_seq")?.map(|g| g.value()).unwrap_or(0) + 1;
+        let seq = self
+            .t
+            .meta
+            .get("next_release_seq")?
+            .map(|g| g.value())
+            .unwrap_or(0)
+            + 1;
         self.t.meta.insert("next_release_seq", seq)?;
         self.t.queue.insert((self.pool, region as u8, seq), v)?;
         self.t.queued.insert((self.pool, v), (region as u8, seq))?;
@@ -372,25 +388,23 @@ pub(crate) fn free_from(
         }
         None => None,
     };
-    let runs = r
-        .t
-        .fresh
-        .range((pool, first.unwrap_or(from))..=(pool, u128::MAX))?
-        .map(move |e| {
-            let (k, end) = e?;
-            Ok::<_, StoreError>((k.value().1.max(from), end.value()))
-        })
-        .flat_map(|run| -> Box<dyn Iterator<Item = Result<u128>>> {
-            match run {
-                Ok((s, e)) => Box::new((s..=e).map(Ok)),
-                Err(err) => Box::new(std::iter::once(Err(err))),
-            }
-        });
-    let released = r
-        .t
-        .queued
-        .range((pool, from)..=(pool, u128::MAX))?
-        .map(|e| Ok::<_, StoreError>(e?.0.value().1));
+    let runs =
+        r.t.fresh
+            .range((pool, first.unwrap_or(from))..=(pool, u128::MAX))?
+            .map(move |e| {
+                let (k, end) = e?;
+                Ok::<_, StoreError>((k.value().1.max(from), end.value()))
+            })
+            .flat_map(|run| -> Box<dyn Iterator<Item = Result<u128>>> {
+                match run {
+                    Ok((s, e)) => Box::new((s..=e).map(Ok)),
+                    Err(err) => Box::new(std::iter::once(Err(err))),
+                }
+            });
+    let released =
+        r.t.queued
+            .range((pool, from)..=(pool, u128::MAX))?
+            .map(|e| Ok::<_, StoreError>(e?.0.value().1));
     Ok(MergeAsc {
         a: runs.peekable(),
         b: released.peekable(),

@@ -75,7 +75,10 @@ fn matches_query(r: &Record, q: &str) -> bool {
     if r.address.to_string().starts_with(&q) {
         return true;
     }
-    let contains = |s: &Option<String>| s.as_deref().is_some_and(|s| s.to_ascii_lowercase().contains(&q));
+    let contains = |s: &Option<String>| {
+        s.as_deref()
+            .is_some_and(|s| s.to_ascii_lowercase().contains(&q))
+    };
     contains(&r.facts.hostname) || contains(&r.facts.mac)
 }
 
@@ -124,14 +127,23 @@ impl Reader {
         if !layout.is_usable(key.value) {
             return Err(StoreError::NotUsable(ip));
         }
-        Ok(Record::available(ip, pool.id, default_type(&layout, key.value), pool.created))
+        Ok(Record::available(
+            ip,
+            pool.id,
+            default_type(&layout, key.value),
+            pool.created,
+        ))
     }
 
     pub fn history(&self, ip: IpAddr) -> Result<Vec<Event>> {
         let key = IpKey::from(ip);
         let f = key.family.as_u8();
         let mut out = Vec::new();
-        for e in self.t.history.range((f, key.value, 0)..=(f, key.value, u64::MAX))? {
+        for e in self
+            .t
+            .history
+            .range((f, key.value, 0)..=(f, key.value, u64::MAX))?
+        {
             out.push(decode("history", e?.1.value())?);
         }
         Ok(out)
@@ -152,7 +164,12 @@ impl Reader {
     /// One page of addresses in address order, after `cursor` (an address). Without a status
     /// filter the stored records are listed; `status=available` lists free addresses from the
     /// free index, stored or not.
-    pub fn list(&self, filter: &AddressFilter, cursor: Option<IpAddr>, limit: usize) -> Result<Page> {
+    pub fn list(
+        &self,
+        filter: &AddressFilter,
+        cursor: Option<IpAddr>,
+        limit: usize,
+    ) -> Result<Page> {
         let after = cursor.map(IpKey::from);
         let mut items = Vec::new();
         let mut scanned = 0usize;
@@ -187,7 +204,12 @@ impl Reader {
                         let key = layout.key(v);
                         let rec = match load(&self.t.records, key)? {
                             Some(r) => r,
-                            None => Record::available(key.ip(), pool.id, default_type(&layout, v), pool.created),
+                            None => Record::available(
+                                key.ip(),
+                                pool.id,
+                                default_type(&layout, v),
+                                pool.created,
+                            ),
                         };
                         if !push(rec, key, &mut items) {
                             exhausted = false;
@@ -201,9 +223,15 @@ impl Reader {
                 for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
                     for e in self.t.by_status.range((s, f, start)..=(s, f, end))? {
                         let (_, _, v) = e?.0.value();
-                        let key = IpKey::new(crate::ipam::Family::from_u8(f).unwrap_or(crate::ipam::Family::V4), v);
+                        let key = IpKey::new(
+                            crate::ipam::Family::from_u8(f).unwrap_or(crate::ipam::Family::V4),
+                            v,
+                        );
                         let Some(rec) = load(&self.t.records, key)? else {
-                            return Err(StoreError::corrupt("by_status", format!("{key} has no record")));
+                            return Err(StoreError::corrupt(
+                                "by_status",
+                                format!("{key} has no record"),
+                            ));
                         };
                         if !push(rec, key, &mut items) {
                             exhausted = false;
@@ -220,7 +248,10 @@ impl Reader {
                     for e in self.t.records.range((f, start)..=(f, end))? {
                         let (k, v) = e?;
                         let (fam, val) = k.value();
-                        let key = IpKey::new(crate::ipam::Family::from_u8(fam).unwrap_or(crate::ipam::Family::V4), val);
+                        let key = IpKey::new(
+                            crate::ipam::Family::from_u8(fam).unwrap_or(crate::ipam::Family::V4),
+                            val,
+                        );
                         if !push(decode("records", v.value())?, key, &mut items) {
                             exhausted = false;
                             break;
@@ -234,7 +265,11 @@ impl Reader {
         }
         Ok(Page {
             items,
-            next_cursor: if exhausted { None } else { last_seen.map(|k| k.to_string()) },
+            next_cursor: if exhausted {
+                None
+            } else {
+                last_seen.map(|k| k.to_string())
+            },
         })
     }
 }
@@ -273,6 +308,39 @@ fn scan_spans(pools: &[Pool], one_pool: bool, after: Option<IpKey>) -> Vec<(u8, 
 pub(crate) enum WhenFreed {
     Keep,
     DropDhcp,
+}
+
+/// How a change is recorded: who made it, under which action name (derived from the new
+/// status when `None`), and what becomes of a freed dhcp record.
+#[derive(Clone, Copy)]
+pub(crate) struct How<'a> {
+    pub action: Option<&'a str>,
+    pub actor: &'a str,
+    pub freed: WhenFreed,
+}
+
+impl<'a> How<'a> {
+    pub fn by(actor: &'a str) -> Self {
+        How {
+            action: None,
+            actor,
+            freed: WhenFreed::Keep,
+        }
+    }
+
+    pub fn action(self, action: &'a str) -> Self {
+        How {
+            action: Some(action),
+            ..self
+        }
+    }
+
+    pub fn dropping_dhcp(self) -> Self {
+        How {
+            freed: WhenFreed::DropDhcp,
+            ..self
+        }
+    }
 }
 
 impl Writer<'_> {
@@ -320,9 +388,10 @@ impl Writer<'_> {
             before,
             after,
         };
-        self.t
-            .history
-            .insert((key.family.as_u8(), key.value, id), encode(&event).as_slice())?;
+        self.t.history.insert(
+            (key.family.as_u8(), key.value, id),
+            encode(&event).as_slice(),
+        )?;
         Ok(())
     }
 
@@ -333,11 +402,14 @@ impl Writer<'_> {
         pool: &mut Pool,
         layout: &Layout,
         ip: IpAddr,
-        action: Option<&str>,
-        actor: &str,
-        freed: WhenFreed,
+        how: How<'_>,
         edit: impl FnOnce(&mut Record) -> Result<()>,
     ) -> Result<Record> {
+        let How {
+            action,
+            actor,
+            freed,
+        } = how;
         let key = IpKey::from(ip);
         let v = key.value;
         if !layout.cidr.contains(&ip) {
@@ -376,10 +448,11 @@ impl Writer<'_> {
         let old = before.as_ref().map_or(Status::Available, |b| b.status);
         let new = rec.status;
         match (old == Status::Available, new == Status::Available) {
-            (true, false) => {
-                if !alloc::take(&mut self.index(pool.id), v)? {
-                    return Err(StoreError::corrupt("fresh", format!("{ip} is available but not in the free index")));
-                }
+            (true, false) if !alloc::take(&mut self.index(pool.id), v)? => {
+                return Err(StoreError::corrupt(
+                    "fresh",
+                    format!("{ip} is available but not in the free index"),
+                ));
             }
             (false, true) => alloc::give_back(&mut self.index(pool.id), layout, v)?,
             _ => {}
@@ -394,11 +467,16 @@ impl Writer<'_> {
             self.save_pool(pool)?;
         }
         let action = action.unwrap_or(if old != new { action_for(new) } else { "edit" });
-        if new == Status::Available && rec.addr_type == AddrType::Dhcp && freed == WhenFreed::DropDhcp {
+        if new == Status::Available
+            && rec.addr_type == AddrType::Dhcp
+            && freed == WhenFreed::DropDhcp
+        {
             if let Some(b) = &before
                 && b.status != Status::Available
             {
-                self.t.by_status.remove((b.status.as_u8(), key.family.as_u8(), v))?;
+                self.t
+                    .by_status
+                    .remove((b.status.as_u8(), key.family.as_u8(), v))?;
             }
             self.t.records.remove((key.family.as_u8(), v))?;
             self.append_event(key, action, actor, before, None)?;
@@ -447,7 +525,7 @@ impl Writer<'_> {
                 layout.key(v).ip()
             }
         };
-        let rec = self.change(&mut pool, &layout, ip, None, actor, WhenFreed::Keep, |r| {
+        let rec = self.change(&mut pool, &layout, ip, How::by(actor), |r| {
             r.set_status(Status::Allocated)?;
             r.addr_type = AddrType::Static;
             r.owner = owner;
@@ -474,15 +552,21 @@ impl Writer<'_> {
     /// Releases an allocated address: it goes to the back of the free line.
     pub fn release(&mut self, ip: IpAddr, actor: &str) -> Result<Record> {
         let (mut pool, layout) = self.pool_of(ip)?;
-        self.change(&mut pool, &layout, ip, None, actor, WhenFreed::DropDhcp, |r| {
-            if r.status != Status::Allocated {
-                return Err(StoreError::NotAllocated {
-                    address: ip,
-                    status: r.status.as_str(),
-                });
-            }
-            Ok(r.set_status(Status::Available)?)
-        })
+        self.change(
+            &mut pool,
+            &layout,
+            ip,
+            How::by(actor).dropping_dhcp(),
+            |r| {
+                if r.status != Status::Allocated {
+                    return Err(StoreError::NotAllocated {
+                        address: ip,
+                        status: r.status.as_str(),
+                    });
+                }
+                Ok(r.set_status(Status::Available)?)
+            },
+        )
     }
 
     /// Changes status, description, owner or facts of an address.
@@ -500,43 +584,49 @@ impl Writer<'_> {
             .clone()
             .map(|o| crate::ipam::record::bounded("owner", o, 200))
             .transpose()?;
-        self.change(&mut pool, &layout, ip, None, actor, WhenFreed::DropDhcp, |r| {
-            if let Some(s) = patch.status
-                && s != r.status
-            {
-                r.set_status(s)?;
-            }
-            if let Some(d) = &patch.description {
-                r.set_description(Some(d.clone()).filter(|d| !d.is_empty()))?;
-            }
-            if let Some(o) = owner {
-                r.owner = Some(o).filter(|o| !o.is_empty());
-            }
-            let f = &mut r.facts;
-            for (given, field) in [
-                (&patch.hostname, &mut f.hostname),
-                (&patch.mac, &mut f.mac),
-                (&patch.platform, &mut f.platform),
-                (&patch.manufacturer, &mut f.manufacturer),
-            ] {
-                if given.is_some() {
-                    field.take();
+        self.change(
+            &mut pool,
+            &layout,
+            ip,
+            How::by(actor).dropping_dhcp(),
+            |r| {
+                if let Some(s) = patch.status
+                    && s != r.status
+                {
+                    r.set_status(s)?;
                 }
-            }
-            if facts.hostname.is_some() {
-                f.hostname = facts.hostname;
-            }
-            if facts.mac.is_some() {
-                f.mac = facts.mac;
-            }
-            if facts.platform.is_some() {
-                f.platform = facts.platform;
-            }
-            if facts.manufacturer.is_some() {
-                f.manufacturer = facts.manufacturer;
-            }
-            Ok(())
-        })
+                if let Some(d) = &patch.description {
+                    r.set_description(Some(d.clone()).filter(|d| !d.is_empty()))?;
+                }
+                if let Some(o) = owner {
+                    r.owner = Some(o).filter(|o| !o.is_empty());
+                }
+                let f = &mut r.facts;
+                for (given, field) in [
+                    (&patch.hostname, &mut f.hostname),
+                    (&patch.mac, &mut f.mac),
+                    (&patch.platform, &mut f.platform),
+                    (&patch.manufacturer, &mut f.manufacturer),
+                ] {
+                    if given.is_some() {
+                        field.take();
+                    }
+                }
+                if facts.hostname.is_some() {
+                    f.hostname = facts.hostname;
+                }
+                if facts.mac.is_some() {
+                    f.mac = facts.mac;
+                }
+                if facts.platform.is_some() {
+                    f.platform = facts.platform;
+                }
+                if facts.manufacturer.is_some() {
+                    f.manufacturer = facts.manufacturer;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Applies a checked import: each row sets one address of the pool to the state it gives.
@@ -549,27 +639,39 @@ impl Writer<'_> {
                 line: row.line,
                 reason: e.to_string(),
             };
-            let facts = row.facts.clone().validated().map_err(|e| line_err(e.into()))?;
+            let facts = row
+                .facts
+                .clone()
+                .validated()
+                .map_err(|e| line_err(e.into()))?;
             // The gateway's row in an export says reserved: importing it back changes nothing.
-            if layout.gateway == Some(IpKey::from(row.address).value) && row.status == Status::Reserved {
+            if layout.gateway == Some(IpKey::from(row.address).value)
+                && row.status == Status::Reserved
+            {
                 continue;
             }
-            self.change(&mut pool, &layout, row.address, Some("import"), actor, WhenFreed::Keep, |r| {
-                // An import states the address's state outright, whatever it was.
-                r.status = row.status;
-                if row.status != Status::Reserved {
-                    r.description = None;
-                }
-                if let Some(d) = &row.description {
-                    r.set_description(Some(d.clone()))?;
-                }
-                if let Some(t) = row.addr_type {
-                    r.addr_type = t;
-                }
-                r.facts = facts;
-                r.owner = row.owner.clone();
-                Ok(())
-            })
+            self.change(
+                &mut pool,
+                &layout,
+                row.address,
+                How::by(actor).action("import"),
+                |r| {
+                    // An import states the address's state outright, whatever it was.
+                    r.status = row.status;
+                    if row.status != Status::Reserved {
+                        r.description = None;
+                    }
+                    if let Some(d) = &row.description {
+                        r.set_description(Some(d.clone()))?;
+                    }
+                    if let Some(t) = row.addr_type {
+                        r.addr_type = t;
+                    }
+                    r.facts = facts;
+                    r.owner = row.owner.clone();
+                    Ok(())
+                },
+            )
             .map_err(line_err)?;
         }
         Ok(rows.len())

@@ -29,7 +29,10 @@ fn ip(s: &str) -> IpAddr {
 async fn a_failing_change_fails_alone_in_its_batch() {
     let (_d, store) = store();
     let s = spec("lan", "10.0.0.0/24");
-    store.write(move |w| w.create_pool(&s, "t")).await.expect("pool");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
     // Many allocations in flight at once, one of them for an address outside the pool.
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -39,7 +42,9 @@ async fn a_failing_change_fails_alone_in_its_batch() {
                 address: (i == 20).then(|| ip("192.168.0.1")),
                 ..Default::default()
             };
-            store.write(move |w| w.allocate("lan", &req, None, "t")).await
+            store
+                .write(move |w| w.allocate("lan", &req, None, "t"))
+                .await
         }));
     }
     let mut ok = std::collections::HashSet::new();
@@ -64,26 +69,47 @@ async fn a_panicking_change_does_not_stop_the_writer() {
         .await;
     assert!(matches!(boom, Err(StoreError::Panicked)));
     let s = spec("lan", "10.0.0.0/24");
-    store.write(move |w| w.create_pool(&s, "t")).await.expect("the writer still works");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("the writer still works");
 }
 
 #[tokio::test]
 async fn every_change_leaves_an_event_with_before_and_after() {
     let (_d, store) = store();
     let s = spec("lan", "10.0.0.0/29");
-    store.write(move |w| w.create_pool(&s, "t")).await.expect("pool");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
     let req = AllocationRequest::default();
-    let rec = store.write(move |w| w.allocate("lan", &req, None, "alice")).await.expect("alloc");
+    let rec = store
+        .write(move |w| w.allocate("lan", &req, None, "alice"))
+        .await
+        .expect("alloc");
     let addr = rec.address;
-    store.write(move |w| w.release(addr, "bob")).await.expect("release");
+    store
+        .write(move |w| w.release(addr, "bob"))
+        .await
+        .expect("release");
     let events = store.read(|r| r.history(addr)).expect("history");
     let summary: Vec<_> = events
         .iter()
-        .map(|e| (e.action.as_str(), e.actor.as_str(), e.after.as_ref().map(|a| a.status)))
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.actor.as_str(),
+                e.after.as_ref().map(|a| a.status),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
-        [("allocate", "alice", Some(Status::Allocated)), ("release", "bob", Some(Status::Available))]
+        [
+            ("allocate", "alice", Some(Status::Allocated)),
+            ("release", "bob", Some(Status::Available))
+        ]
     );
 }
 
@@ -91,16 +117,31 @@ async fn every_change_leaves_an_event_with_before_and_after() {
 async fn a_change_that_changes_nothing_leaves_no_event() {
     let (_d, store) = store();
     let s = spec("lan", "10.0.0.0/29");
-    store.write(move |w| w.create_pool(&s, "t")).await.expect("pool");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
     let patch = AddressPatch {
         status: Some(Status::Reserved),
         description: Some("printer".into()),
         ..Default::default()
     };
     let again = patch.clone();
-    store.write(move |w| w.patch(ip("10.0.0.3"), &patch, "t")).await.expect("reserve");
-    store.write(move |w| w.patch(ip("10.0.0.3"), &again, "t")).await.expect("same again");
-    assert_eq!(store.read(|r| r.history(ip("10.0.0.3"))).expect("history").len(), 1);
+    store
+        .write(move |w| w.patch(ip("10.0.0.3"), &patch, "t"))
+        .await
+        .expect("reserve");
+    store
+        .write(move |w| w.patch(ip("10.0.0.3"), &again, "t"))
+        .await
+        .expect("same again");
+    assert_eq!(
+        store
+            .read(|r| r.history(ip("10.0.0.3")))
+            .expect("history")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -108,7 +149,10 @@ async fn the_schema_version_is_recorded_and_a_newer_one_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.redb");
     let store = Store::open(&path).expect("open");
-    assert_eq!(store.read(|r| r.schema_version()).expect("read"), Some(SCHEMA_VERSION));
+    assert_eq!(
+        store.read(|r| r.schema_version()).expect("read"),
+        Some(SCHEMA_VERSION)
+    );
     store.close();
     {
         let db = redb::Database::open(&path).expect("open raw");
@@ -119,5 +163,8 @@ async fn the_schema_version_is_recorded_and_a_newer_one_refused() {
             .expect("bump");
         txn.commit().expect("commit");
     }
-    assert!(matches!(Store::open(&path), Err(StoreError::SchemaTooNew { .. })));
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
 }

@@ -70,7 +70,9 @@ impl Writer<'_> {
     pub fn create_token(&mut self, name: &str, secret: &str, read_only: bool) -> Result<TokenInfo> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
         if !ok {
             return Err(StoreError::Invalid(
                 "token name must be 1 to 64 letters, digits, '-', '_', '.' or '@'".into(),
