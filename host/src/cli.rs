@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about = "An overlay network and IPAM for many Linux servers")]
+#[command(
+    name = "weft",
+    version,
+    about = "An overlay network and IPAM for many Linux servers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -40,23 +40,38 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Token { command } => {
             let (common, req) = match command {
-                TokenCommand::Create { name, read_only, common } => {
-                    (common, AdminRequest::TokenCreate { name, read_only })
-                }
+                TokenCommand::Create {
+                    name,
+                    read_only,
+                    common,
+                } => (common, AdminRequest::TokenCreate { name, read_only }),
                 TokenCommand::List { common } => (common, AdminRequest::TokenList),
-                TokenCommand::Revoke { name, common } => (common, AdminRequest::TokenRevoke { name }),
+                TokenCommand::Revoke { name, common } => {
+                    (common, AdminRequest::TokenRevoke { name })
+                }
             };
             let config = config(common, None)?;
             match admin::run(&config.data_dir, req).map_err(|e| e.to_string())? {
                 AdminResponse::TokenCreated { info, secret } => {
-                    let access = if info.read_only { "read-only" } else { "read-write" };
-                    println!("created {access} token {:?}; its secret is shown once:", info.name);
+                    let access = if info.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    };
+                    println!(
+                        "created {access} token {:?}; its secret is shown once:",
+                        info.name
+                    );
                     println!("{secret}");
                 }
                 AdminResponse::Tokens(tokens) => {
                     println!("{:<32} {:<10} CREATED", "NAME", "ACCESS");
                     for t in tokens {
-                        let access = if t.read_only { "read-only" } else { "read-write" };
+                        let access = if t.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        };
                         println!("{:<32} {:<10} {}", t.name, access, t.created);
                     }
                 }

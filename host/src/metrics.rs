@@ -54,17 +54,39 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("weft");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         let allocations = Counter::default();
         let pool_size = Family::<PoolLabels, FloatGauge>::default();
         let pool_utilization = Family::<PoolLabels, FloatGauge>::default();
         let pool_addresses = Family::<PoolStatusLabels, FloatGauge>::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
-        registry.register("allocations", "Addresses allocated through the API", allocations.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "allocations",
+            "Addresses allocated through the API",
+            allocations.clone(),
+        );
         registry.register("pool_size", "Usable addresses in a pool", pool_size.clone());
-        registry.register("pool_utilization", "Held addresses / usable addresses", pool_utilization.clone());
-        registry.register("pool_addresses", "Addresses of a pool by status", pool_addresses.clone());
+        registry.register(
+            "pool_utilization",
+            "Held addresses / usable addresses",
+            pool_utilization.clone(),
+        );
+        registry.register(
+            "pool_addresses",
+            "Addresses of a pool by status",
+            pool_addresses.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -83,7 +105,9 @@ impl Metrics {
             pool: pool.name.clone(),
         };
         self.pool_size.get_or_create(&l).set(stats.total as f64);
-        self.pool_utilization.get_or_create(&l).set(stats.utilization);
+        self.pool_utilization
+            .get_or_create(&l)
+            .set(stats.utilization);
         for (status, n) in [
             ("available", stats.available),
             ("allocated", stats.allocated),
@@ -100,7 +124,9 @@ impl Metrics {
     }
 
     pub fn forget_pool(&self, name: &str) {
-        let l = PoolLabels { pool: name.to_string() };
+        let l = PoolLabels {
+            pool: name.to_string(),
+        };
         self.pool_size.remove(&l);
         self.pool_utilization.remove(&l);
         for status in ["available", "allocated", "reserved", "quarantine"] {

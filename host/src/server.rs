@@ -11,11 +11,17 @@ use tokio::net::TcpListener;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot create data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("admin socket: {0}")]
     Admin(std::io::Error),
     #[error("server: {0}")]
@@ -38,7 +44,10 @@ pub fn open_store(config: &Config) -> Result<Store, ServeError> {
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
     let store = open_store(&config)?;
     let listener = TcpListener::bind(config.listen)
@@ -60,7 +69,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         task
     };
     let state = AppState::new(store.clone());
-    let no_tokens = store.read(|r| r.tokens().map(|t| t.is_empty())).unwrap_or(false);
+    let no_tokens = store
+        .read(|r| r.tokens().map(|t| t.is_empty()))
+        .unwrap_or(false);
     tracing::info!(
         listen = %listener.local_addr().map_err(ServeError::Serve)?,
         data_dir = %config.data_dir.display(),
@@ -78,7 +89,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     admin.abort();
     let _ = admin.await;
     let _ = std::fs::remove_file(crate::config::admin_socket(&config.data_dir));
-    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .ok();
     tracing::info!("database closed; bye");
     result
 }

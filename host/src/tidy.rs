@@ -37,7 +37,17 @@ fn ipam_is_pure() {
     assert!(!files.is_empty());
     assert_none(
         &files,
-        &["redb::", "use redb", "axum::", "tokio::", "std::fs", "std::net::Tcp", "tracing::", "crate::store", "crate::web"],
+        &[
+            "redb::",
+            "use redb",
+            "axum::",
+            "tokio::",
+            "std::fs",
+            "std::net::Tcp",
+            "tracing::",
+            "crate::store",
+            "crate::web",
+        ],
         "ipam does no I/O and knows nothing of the store or HTTP",
     );
 }
@@ -48,14 +58,24 @@ fn only_the_store_touches_redb() {
         .into_iter()
         .filter(|(p, _)| !p.contains("/store/") && !p.ends_with("tidy.rs"))
         .collect();
-    assert_none(&files, &["redb::", "use redb"], "only store/ may import redb");
+    assert_none(
+        &files,
+        &["redb::", "use redb"],
+        "only store/ may import redb",
+    );
 }
 
 #[test]
 fn only_the_edge_knows_http() {
     let files: Vec<_> = sources(&src())
         .into_iter()
-        .filter(|(p, _)| !p.contains("/web/") && !p.ends_with("server.rs") && !p.ends_with("tidy.rs"))
+        .filter(|(p, _)| {
+            !p.contains("/web/") && !p.ends_with("server.rs") && !p.ends_with("tidy.rs")
+        })
         .collect();
-    assert_none(&files, &["axum::", "use axum"], "only web/ and server.rs know axum");
+    assert_none(
+        &files,
+        &["axum::", "use axum"],
+        "only web/ and server.rs know axum",
+    );
 }

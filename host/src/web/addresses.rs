@@ -61,7 +61,11 @@ async fn list_addresses(
     let cursor = p
         .cursor
         .as_deref()
-        .map(|c| c.parse::<IpAddr>().map_err(|_| ApiError::bad_request(format!("cursor {c:?} is not one this API gave"))))
+        .map(|c| {
+            c.parse::<IpAddr>().map_err(|_| {
+                ApiError::bad_request(format!("cursor {c:?} is not one this API gave"))
+            })
+        })
         .transpose()?;
     if p.q.as_ref().is_some_and(|q| q.len() > 100) {
         return Err(ApiError::bad_request("q is longer than 100 characters"));
@@ -114,7 +118,11 @@ async fn patch_address(
     ApiJson(patch): ApiJson<AddressPatch>,
 ) -> Result<Json<Record>, ApiError> {
     let ip = parse_ip(&ip)?;
-    Ok(Json(s.store.write(move |w| w.patch(ip, &patch, &who.name)).await?))
+    Ok(Json(
+        s.store
+            .write(move |w| w.patch(ip, &patch, &who.name))
+            .await?,
+    ))
 }
 
 /// Release an allocated address. Access: a write token.
@@ -129,7 +137,9 @@ async fn release(
     ApiPath(ip): ApiPath<String>,
 ) -> Result<Json<Record>, ApiError> {
     let ip = parse_ip(&ip)?;
-    Ok(Json(s.store.write(move |w| w.release(ip, &who.name)).await?))
+    Ok(Json(
+        s.store.write(move |w| w.release(ip, &who.name)).await?,
+    ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -166,7 +176,11 @@ async fn put_device(
     ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<DeviceSpec>,
 ) -> Result<Json<Device>, ApiError> {
-    Ok(Json(s.store.write(move |w| w.upsert_device(&id, &spec, &who.name)).await?))
+    Ok(Json(
+        s.store
+            .write(move |w| w.upsert_device(&id, &spec, &who.name))
+            .await?,
+    ))
 }
 
 /// Delete a device and release its address. Access: a write token.
@@ -179,6 +193,8 @@ async fn delete_device(
     who: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.store.write(move |w| w.delete_device(&id, &who.name)).await?;
+    s.store
+        .write(move |w| w.delete_device(&id, &who.name))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

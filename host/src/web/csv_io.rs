@@ -66,7 +66,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<ImportRow>, ApiError> {
         .clone();
     for h in &headers {
         if !COLUMNS.contains(&h) {
-            return Err(row_error(1, format!("unknown column {h:?} (expected {})", COLUMNS.join(","))));
+            return Err(row_error(
+                1,
+                format!("unknown column {h:?} (expected {})", COLUMNS.join(",")),
+            ));
         }
     }
     for required in ["address", "status"] {
@@ -95,7 +98,15 @@ pub fn parse(body: &[u8]) -> Result<Vec<ImportRow>, ApiError> {
         let address: IpAddr = field("address")
             .ok_or_else(|| row_error(line, "address is empty"))?
             .parse()
-            .map_err(|_| row_error(line, format!("{:?} is not an IP address", field("address").unwrap_or_default())))?;
+            .map_err(|_| {
+                row_error(
+                    line,
+                    format!(
+                        "{:?} is not an IP address",
+                        field("address").unwrap_or_default()
+                    ),
+                )
+            })?;
         if !seen.insert(address) {
             return Err(row_error(line, format!("{address} appears twice")));
         }
@@ -139,7 +150,12 @@ mod tests {
 
     #[test]
     fn export_then_parse_round_trips() {
-        let mut r = Record::available("10.0.0.5".parse().unwrap(), 1, crate::ipam::AddrType::Static, jiff::Timestamp::UNIX_EPOCH);
+        let mut r = Record::available(
+            "10.0.0.5".parse().unwrap(),
+            1,
+            crate::ipam::AddrType::Static,
+            jiff::Timestamp::UNIX_EPOCH,
+        );
         r.status = Status::Reserved;
         r.description = Some("printer, 2nd floor".into());
         let rows = parse(export(&[r]).as_bytes()).unwrap();

@@ -42,7 +42,11 @@ impl ApiError {
     pub fn from_json(e: serde_json::Error) -> Self {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("invalid request body: {e}")),
+            Category::Data => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("invalid request body: {e}"),
+            ),
             _ => Self::bad_request(format!("malformed request body: {e}")),
         }
     }
@@ -118,7 +122,9 @@ impl From<JsonRejection> for ApiError {
                 "invalid",
                 format!("invalid request body: {}", source_text(&e)),
             ),
-            other => ApiError::bad_request(format!("malformed request body: {}", source_text(&other))),
+            other => {
+                ApiError::bad_request(format!("malformed request body: {}", source_text(&other)))
+            }
         }
     }
 }

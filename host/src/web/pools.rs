@@ -89,7 +89,10 @@ async fn create_pool(
     who: Admin,
     ApiJson(spec): ApiJson<PoolSpec>,
 ) -> Result<(StatusCode, Json<PoolView>), ApiError> {
-    let pool = s.store.write(move |w| w.create_pool(&spec, &who.name)).await?;
+    let pool = s
+        .store
+        .write(move |w| w.create_pool(&spec, &who.name))
+        .await?;
     s.metrics.observe_pool(&pool);
     Ok((StatusCode::CREATED, Json(pool.into())))
 }
@@ -119,7 +122,10 @@ async fn delete_pool(
     ApiPath(pool): ApiPath<String>,
     ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
-    let gone = s.store.write(move |w| w.delete_pool(&pool, p.force)).await?;
+    let gone = s
+        .store
+        .write(move |w| w.delete_pool(&pool, p.force))
+        .await?;
     s.metrics.forget_pool(&gone.name);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -147,7 +153,11 @@ async fn allocate(
                 .to_str()
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 200)
-                .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 200 visible ASCII characters"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1 to 200 visible ASCII characters",
+                    )
+                })?;
             Some(k.to_string())
         }
         None => None,
@@ -183,7 +193,10 @@ async fn export_csv(
         let p = r.pool(&pool)?;
         r.pool_records(&p)
     })?;
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv_io::export(&records)))
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        csv_io::export(&records),
+    ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -207,6 +220,9 @@ async fn import_csv(
     body: axum::body::Bytes,
 ) -> Result<Json<ImportReport>, ApiError> {
     let rows = csv_io::parse(&body)?;
-    let imported = s.store.write(move |w| w.import(&pool, &rows, &who.name)).await?;
+    let imported = s
+        .store
+        .write(move |w| w.import(&pool, &rows, &who.name))
+        .await?;
     Ok(Json(ImportReport { imported }))
 }
