@@ -1,5 +1,5 @@
 //! Prometheus metrics: HTTP requests by route and status, request latency, allocations, and
-//! per-pool size and utilization (updated as pools change, so a scrape reads no database).
+//! per-pool size and utilization (set from the store at each scrape, so never stale).
 
 use crate::store::Pool;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -98,8 +98,17 @@ impl Metrics {
         }
     }
 
-    /// Records a pool's current numbers.
-    pub fn observe_pool(&self, pool: &Pool) {
+    /// Sets the pool gauges to the given pools, forgetting pools that are gone.
+    pub fn set_pools(&self, pools: &[Pool]) {
+        self.pool_size.clear();
+        self.pool_utilization.clear();
+        self.pool_addresses.clear();
+        for p in pools {
+            self.observe_pool(p);
+        }
+    }
+
+    fn observe_pool(&self, pool: &Pool) {
         let stats = pool.stats();
         let l = PoolLabels {
             pool: pool.name.clone(),
@@ -120,20 +129,6 @@ impl Metrics {
                     status,
                 })
                 .set(n as f64);
-        }
-    }
-
-    pub fn forget_pool(&self, name: &str) {
-        let l = PoolLabels {
-            pool: name.to_string(),
-        };
-        self.pool_size.remove(&l);
-        self.pool_utilization.remove(&l);
-        for status in ["available", "allocated", "reserved", "quarantine"] {
-            self.pool_addresses.remove(&PoolStatusLabels {
-                pool: name.to_string(),
-                status,
-            });
         }
     }
 

@@ -467,10 +467,10 @@ impl Writer<'_> {
             self.save_pool(pool)?;
         }
         let action = action.unwrap_or(if old != new { action_for(new) } else { "edit" });
-        if new == Status::Available
-            && rec.addr_type == AddrType::Dhcp
-            && freed == WhenFreed::DropDhcp
-        {
+        // A dhcp record that is released is dropped (its history stays); one that was
+        // available already and is only being edited is kept.
+        let released = old != Status::Available && new == Status::Available;
+        if released && rec.addr_type == AddrType::Dhcp && freed == WhenFreed::DropDhcp {
             if let Some(b) = &before
                 && b.status != Status::Available
             {
@@ -495,6 +495,19 @@ impl Writer<'_> {
         idempotency_key: Option<&str>,
         actor: &str,
     ) -> Result<Record> {
+        self.allocate_once(pool, req, idempotency_key, actor)
+            .map(|(rec, _)| rec)
+    }
+
+    /// [`Writer::allocate`], also saying whether the answer replays an earlier allocation
+    /// with the same idempotency key (so it is not counted twice).
+    pub fn allocate_once(
+        &mut self,
+        pool: &str,
+        req: &AllocationRequest,
+        idempotency_key: Option<&str>,
+        actor: &str,
+    ) -> Result<(Record, bool)> {
         let mut pool = self.pool(pool)?;
         let layout = pool.layout()?;
         if let Some(k) = idempotency_key
@@ -504,7 +517,7 @@ impl Writer<'_> {
             let family = crate::ipam::Family::from_u8(f)
                 .ok_or_else(|| StoreError::corrupt("idempotency", "bad family"))?;
             if let Some(rec) = load(&self.t.records, IpKey::new(family, v))? {
-                return Ok(rec);
+                return Ok((rec, true));
             }
         }
         let owner = req
@@ -538,7 +551,7 @@ impl Writer<'_> {
                 .idempotency
                 .insert((pool.id, k), (key.family.as_u8(), key.value))?;
         }
-        Ok(rec)
+        Ok((rec, false))
     }
 
     fn pool_of(&self, ip: IpAddr) -> Result<(Pool, Layout)> {
@@ -644,6 +657,12 @@ impl Writer<'_> {
                 .clone()
                 .validated()
                 .map_err(|e| line_err(e.into()))?;
+            let owner = row
+                .owner
+                .clone()
+                .map(|o| crate::ipam::record::bounded("owner", o, 200))
+                .transpose()
+                .map_err(|e| line_err(e.into()))?;
             // The gateway's row in an export says reserved: importing it back changes nothing.
             if layout.gateway == Some(IpKey::from(row.address).value)
                 && row.status == Status::Reserved
@@ -668,7 +687,7 @@ impl Writer<'_> {
                         r.addr_type = t;
                     }
                     r.facts = facts;
-                    r.owner = row.owner.clone();
+                    r.owner = owner;
                     Ok(())
                 },
             )

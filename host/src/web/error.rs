@@ -4,7 +4,7 @@
 
 use crate::store::StoreError;
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -49,6 +49,14 @@ impl ApiError {
             ),
             _ => Self::bad_request(format!("malformed request body: {e}")),
         }
+    }
+
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is larger than {} MiB", super::MAX_BODY >> 20),
+        )
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -116,6 +124,9 @@ impl From<StoreError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::too_large();
+        }
         match r {
             JsonRejection::JsonDataError(e) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -126,6 +137,15 @@ impl From<JsonRejection> for ApiError {
                 ApiError::bad_request(format!("malformed request body: {}", source_text(&other)))
             }
         }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::too_large();
+        }
+        ApiError::bad_request(format!("unreadable request body: {}", source_text(&r)))
     }
 }
 
@@ -154,6 +174,16 @@ fn source_text(e: &dyn std::error::Error) -> String {
 #[derive(axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// The raw body, whose rejection is an [`ApiError`].
+pub struct ApiBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ApiBody {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Ok(ApiBody(axum::body::Bytes::from_request(req, state).await?))
+    }
+}
 
 /// `Query` whose rejection is an [`ApiError`].
 #[derive(axum::extract::FromRequestParts)]

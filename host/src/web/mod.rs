@@ -28,6 +28,9 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+/// The largest request body accepted (CSV imports are the big ones).
+pub const MAX_BODY: usize = 16 << 20;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -36,13 +39,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store) -> Self {
-        let metrics = Arc::new(Metrics::new());
-        if let Ok(pools) = store.read(|r| r.pools()) {
-            for p in &pools {
-                metrics.observe_pool(p);
-            }
+        AppState {
+            store,
+            metrics: Arc::new(Metrics::new()),
         }
-        AppState { store, metrics }
     }
 }
 
@@ -91,7 +91,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -105,6 +106,10 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    match s.store.read(|r| r.pools()) {
+        Ok(pools) => s.metrics.set_pools(&pools),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -117,6 +122,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// Counts and times every request by its route template (never the raw path, so addresses

@@ -1,7 +1,7 @@
 //! `/api/v1/pools`: create, list, show, delete; allocations from a pool; CSV export and import.
 
 use super::auth::{Admin, Reader};
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiBody, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{AppState, csv_io};
 use crate::ipam::Record;
 use crate::store::{AllocationRequest, Pool, PoolSpec, PoolStats};
@@ -93,7 +93,6 @@ async fn create_pool(
         .store
         .write(move |w| w.create_pool(&spec, &who.name))
         .await?;
-    s.metrics.observe_pool(&pool);
     Ok((StatusCode::CREATED, Json(pool.into())))
 }
 
@@ -122,11 +121,9 @@ async fn delete_pool(
     ApiPath(pool): ApiPath<String>,
     ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
-    let gone = s
-        .store
+    s.store
         .write(move |w| w.delete_pool(&pool, p.force))
         .await?;
-    s.metrics.forget_pool(&gone.name);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -145,7 +142,7 @@ async fn allocate(
     who: Admin,
     ApiPath(pool): ApiPath<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<(StatusCode, Json<Record>), ApiError> {
     let key = match headers.get("idempotency-key") {
         Some(v) => {
@@ -168,13 +165,12 @@ async fn allocate(
     } else {
         serde_json::from_slice(&body).map_err(ApiError::from_json)?
     };
-    let rec = s
+    let (rec, replayed) = s
         .store
-        .write(move |w| w.allocate(&pool, &req, key.as_deref(), &who.name))
+        .write(move |w| w.allocate_once(&pool, &req, key.as_deref(), &who.name))
         .await?;
-    s.metrics.allocations.inc();
-    if let Ok(Some(p)) = s.store.read(|r| r.pool_by_id(rec.pool)) {
-        s.metrics.observe_pool(&p);
+    if !replayed {
+        s.metrics.allocations.inc();
     }
     Ok((StatusCode::CREATED, Json(rec)))
 }
@@ -217,7 +213,7 @@ async fn import_csv(
     State(s): State<AppState>,
     who: Admin,
     ApiPath(pool): ApiPath<String>,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<Json<ImportReport>, ApiError> {
     let rows = csv_io::parse(&body)?;
     let imported = s
