@@ -32,7 +32,7 @@ pub struct Device {
 
 impl Reader {
     pub fn device(&self, id: &str) -> Result<Option<Device>> {
-        get_json(&self.t.devices, "devices", id)
+        get_json(self.t.devices()?, "devices", id)
     }
 }
 

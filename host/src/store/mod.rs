@@ -43,18 +43,31 @@ macro_rules! tables {
     ($($field:ident: $def:ident <$k:ty, $v:ty>),* $(,)?) => {
         /// Every table, open for writing inside one transaction.
         pub(crate) struct WriteTables<'t> { $(pub(crate) $field: redb::Table<'t, $k, $v>,)* }
-        /// Every table, open for reading in one snapshot. (Some are only ever written.)
-        #[allow(dead_code)]
-        pub(crate) struct ReadTables { $(pub(crate) $field: redb::ReadOnlyTable<$k, $v>,)* }
+        /// The tables of one snapshot, each opened on first use: a read touches only what
+        /// it needs (an API token check opens two tables, not all of them).
+        pub(crate) struct ReadTables {
+            txn: redb::ReadTransaction,
+            $($field: std::cell::OnceCell<redb::ReadOnlyTable<$k, $v>>,)*
+        }
         impl<'t> WriteTables<'t> {
             fn open(txn: &'t WriteTransaction) -> Result<Self> {
                 Ok(WriteTables { $($field: txn.open_table($def)?,)* })
             }
         }
+        #[allow(dead_code)] // some tables are only ever written
         impl ReadTables {
-            fn open(txn: &redb::ReadTransaction) -> Result<Self> {
-                Ok(ReadTables { $($field: txn.open_table($def)?,)* })
+            fn new(txn: redb::ReadTransaction) -> Self {
+                ReadTables { txn, $($field: std::cell::OnceCell::new(),)* }
             }
+            $(
+                pub(crate) fn $field(&self) -> Result<&redb::ReadOnlyTable<$k, $v>> {
+                    if let Some(t) = self.$field.get() {
+                        return Ok(t);
+                    }
+                    let t = self.txn.open_table($def)?;
+                    Ok(self.$field.get_or_init(|| t))
+                }
+            )*
         }
     };
 }
@@ -90,7 +103,7 @@ pub struct Writer<'t> {
 
 impl Reader {
     pub fn schema_version(&self) -> Result<Option<u64>> {
-        Ok(self.t.meta.get("schema_version")?.map(|g| g.value()))
+        Ok(self.t.meta()?.get("schema_version")?.map(|g| g.value()))
     }
 }
 
@@ -194,9 +207,8 @@ impl Store {
 
     /// Runs `f` on a fresh snapshot.
     pub fn read<R>(&self, f: impl FnOnce(&Reader) -> Result<R>) -> Result<R> {
-        let txn = self.db.begin_read()?;
         let reader = Reader {
-            t: ReadTables::open(&txn)?,
+            t: ReadTables::new(self.db.begin_read()?),
         };
         f(&reader)
     }

@@ -138,17 +138,17 @@ fn containing(
 
 impl Reader {
     pub fn pool(&self, id_or_name: &str) -> Result<Pool> {
-        resolve(&self.t.pools, &self.t.pool_names, id_or_name)
+        resolve(self.t.pools()?, self.t.pool_names()?, id_or_name)
     }
 
     pub fn pool_by_id(&self, id: u64) -> Result<Option<Pool>> {
-        get_json(&self.t.pools, "pools", id)
+        get_json(self.t.pools()?, "pools", id)
     }
 
     /// Every pool, in address order (IPv4 first).
     pub fn pools(&self) -> Result<Vec<Pool>> {
         let mut out = Vec::new();
-        for entry in self.t.pool_spans.iter()? {
+        for entry in self.t.pool_spans()?.iter()? {
             let id = entry?.1.value();
             if let Some(p) = self.pool_by_id(id)? {
                 out.push(p);
@@ -158,7 +158,7 @@ impl Reader {
     }
 
     pub fn pool_containing(&self, key: IpKey) -> Result<Option<Pool>> {
-        containing(&self.t.pool_spans, &self.t.pools, key)
+        containing(self.t.pool_spans()?, self.t.pools()?, key)
     }
 }
 
@@ -380,7 +380,7 @@ pub(crate) fn free_from(
     from: u128,
 ) -> Result<impl Iterator<Item = Result<u128>> + '_> {
     // The run holding `from`, if any, then every later run.
-    let first = match r.t.fresh.range((pool, 0)..=(pool, from))?.next_back() {
+    let first = match r.t.fresh()?.range((pool, 0)..=(pool, from))?.next_back() {
         Some(e) => {
             let (k, end) = e?;
             let start = k.value().1;
@@ -389,7 +389,7 @@ pub(crate) fn free_from(
         None => None,
     };
     let runs =
-        r.t.fresh
+        r.t.fresh()?
             .range((pool, first.unwrap_or(from))..=(pool, u128::MAX))?
             .map(move |e| {
                 let (k, end) = e?;
@@ -402,7 +402,7 @@ pub(crate) fn free_from(
                 }
             });
     let released =
-        r.t.queued
+        r.t.queued()?
             .range((pool, from)..=(pool, u128::MAX))?
             .map(|e| Ok::<_, StoreError>(e?.0.value().1));
     Ok(MergeAsc {

@@ -117,7 +117,7 @@ impl Reader {
     /// The record of an address: stored, or what an untouched address of its pool looks like.
     pub fn address(&self, ip: IpAddr) -> Result<Record> {
         let key = IpKey::from(ip);
-        if let Some(r) = load(&self.t.records, key)? {
+        if let Some(r) = load(self.t.records()?, key)? {
             return Ok(r);
         }
         let pool = self
@@ -141,7 +141,7 @@ impl Reader {
         let mut out = Vec::new();
         for e in self
             .t
-            .history
+            .history()?
             .range((f, key.value, 0)..=(f, key.value, u64::MAX))?
         {
             out.push(decode("history", e?.1.value())?);
@@ -155,7 +155,7 @@ impl Reader {
         let span = layout.span();
         let f = layout.family.as_u8();
         let mut out = Vec::new();
-        for e in self.t.records.range((f, span.start)..=(f, span.end))? {
+        for e in self.t.records()?.range((f, span.start)..=(f, span.end))? {
             out.push(decode("records", e?.1.value())?);
         }
         Ok(out)
@@ -202,7 +202,7 @@ impl Reader {
                     for v in free_from(self, pool.id, from)? {
                         let v = v?;
                         let key = layout.key(v);
-                        let rec = match load(&self.t.records, key)? {
+                        let rec = match load(self.t.records()?, key)? {
                             Some(r) => r,
                             None => Record::available(
                                 key.ip(),
@@ -221,13 +221,13 @@ impl Reader {
             Some(status) => {
                 let s = status.as_u8();
                 for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
-                    for e in self.t.by_status.range((s, f, start)..=(s, f, end))? {
+                    for e in self.t.by_status()?.range((s, f, start)..=(s, f, end))? {
                         let (_, _, v) = e?.0.value();
                         let key = IpKey::new(
                             crate::ipam::Family::from_u8(f).unwrap_or(crate::ipam::Family::V4),
                             v,
                         );
-                        let Some(rec) = load(&self.t.records, key)? else {
+                        let Some(rec) = load(self.t.records()?, key)? else {
                             return Err(StoreError::corrupt(
                                 "by_status",
                                 format!("{key} has no record"),
@@ -245,7 +245,7 @@ impl Reader {
             }
             None => {
                 for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
-                    for e in self.t.records.range((f, start)..=(f, end))? {
+                    for e in self.t.records()?.range((f, start)..=(f, end))? {
                         let (k, v) = e?;
                         let (fam, val) = k.value();
                         let key = IpKey::new(

@@ -47,10 +47,10 @@ impl Reader {
     /// The token a secret belongs to, if any. The look-up is by hash, so the comparison never
     /// touches the secret byte by byte.
     pub fn token_by_secret(&self, secret: &str) -> Result<Option<TokenInfo>> {
-        let Some(name) = self.t.token_hashes.get(digest(secret).as_slice())? else {
+        let Some(name) = self.t.token_hashes()?.get(digest(secret).as_slice())? else {
             return Ok(None);
         };
-        match self.t.tokens.get(name.value())? {
+        match self.t.tokens()?.get(name.value())? {
             Some(t) => Ok(Some(decode::<Token>("tokens", t.value())?.into())),
             None => Ok(None),
         }
@@ -58,7 +58,7 @@ impl Reader {
 
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let mut out = Vec::new();
-        for e in self.t.tokens.iter()? {
+        for e in self.t.tokens()?.iter()? {
             out.push(decode::<Token>("tokens", e?.1.value())?.into());
         }
         Ok(out)

@@ -70,17 +70,23 @@ async fn list_addresses(
     if p.q.as_ref().is_some_and(|q| q.len() > 100) {
         return Err(ApiError::bad_request("q is longer than 100 characters"));
     }
-    let page = s.store.read(|r| {
-        let pool = p.pool.as_deref().map(|name| r.pool(name)).transpose()?;
-        let filter = AddressFilter {
-            pool: pool.map(|p| p.id),
-            status: p.status,
-            addr_type: p.addr_type,
-            active: p.active,
-            q: p.q.clone().filter(|q| !q.is_empty()),
-        };
-        r.list(&filter, cursor, limit)
-    })?;
+    // A filtered page may scan thousands of rows: off the async workers.
+    let store = s.store.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        store.read(|r| {
+            let pool = p.pool.as_deref().map(|name| r.pool(name)).transpose()?;
+            let filter = AddressFilter {
+                pool: pool.map(|p| p.id),
+                status: p.status,
+                addr_type: p.addr_type,
+                active: p.active,
+                q: p.q.clone().filter(|q| !q.is_empty()),
+            };
+            r.list(&filter, cursor, limit)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
     Ok(Json(page))
 }
 
