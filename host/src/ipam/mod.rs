@@ -5,6 +5,7 @@ pub mod addr;
 pub mod alloc;
 pub mod pool;
 pub mod record;
+pub mod search;
 
 pub use addr::{Family, IpKey};
 pub use pool::{Layout, PoolRuleError, Span};

@@ -66,6 +66,8 @@ pub enum StoreError {
     TokenNameTaken(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("cursor {0:?} is not one this API gave")]
+    BadCursor(String),
 }
 
 impl StoreError {

@@ -10,6 +10,7 @@
 mod crash_tests;
 mod devices;
 mod error;
+mod listing;
 mod pools;
 mod records;
 mod tables;
@@ -19,10 +20,9 @@ mod tokens;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
+pub use listing::{AddressFilter, MAX_SCAN, Page};
 pub use pools::{Pool, PoolSpec, PoolStats};
-pub use records::{
-    AddressFilter, AddressPatch, AllocationRequest, Event, ImportRow, MAX_SCAN, Page,
-};
+pub use records::{AddressPatch, AllocationRequest, Event, ImportRow};
 pub use tables::SCHEMA_VERSION;
 pub use tokens::new_secret;
 pub use tokens::{Token, TokenInfo};
@@ -87,6 +87,7 @@ tables! {
     tokens: TOKENS<&'static str, &'static [u8]>,
     token_hashes: TOKEN_HASHES<&'static [u8], &'static str>,
     devices: DEVICES<&'static str, &'static [u8]>,
+    search: SEARCH<(&'static str, u8, u128), ()>,
 }
 
 /// A consistent snapshot to read from.

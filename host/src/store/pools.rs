@@ -255,6 +255,19 @@ impl<'t> Writer<'t> {
         let (family, span) = span_of(&pool.cidr);
         let f = family.as_u8();
         let id = pool.id;
+        let mut gone = Vec::new();
+        for e in self.t.records.range((f, span.start)..=(f, span.end))? {
+            let (k, v) = e?;
+            gone.push((
+                k.value().1,
+                super::decode::<crate::ipam::Record>("records", v.value())?,
+            ));
+        }
+        for (v, rec) in &gone {
+            for t in crate::ipam::search::terms(rec) {
+                self.t.search.remove((t.as_str(), f, *v))?;
+            }
+        }
         self.t
             .records
             .retain_in((f, span.start)..=(f, span.end), |_, _| false)?;

@@ -2,17 +2,13 @@
 //! free index, the status index, the pool's counters and the history in step, in the
 //! transaction of the change.
 
-use super::pools::{Pool, free_from};
+use super::pools::Pool;
 use super::{Reader, Result, StoreError, Writer, decode, encode, get_json};
 use crate::ipam::alloc::{self, Region};
-use crate::ipam::{AddrType, Facts, IpKey, Layout, Record, RecordRuleError, Status};
+use crate::ipam::{AddrType, Facts, IpKey, Layout, Record, RecordRuleError, Status, search};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-
-/// Most rows one listing request examines: a page whose filter matches rarely comes back
-/// short, with a cursor to go on from, instead of scanning the whole store.
-pub const MAX_SCAN: usize = 10_000;
 
 /// One change to an address, as its history keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,53 +47,15 @@ pub struct AddressPatch {
     pub manufacturer: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct AddressFilter {
-    pub pool: Option<u64>,
-    pub status: Option<Status>,
-    pub addr_type: Option<AddrType>,
-    pub active: Option<bool>,
-    /// Matches an address prefix, or a part of a MAC or hostname (case-insensitive).
-    pub q: Option<String>,
-}
-
-impl AddressFilter {
-    fn matches(&self, r: &Record) -> bool {
-        self.addr_type.is_none_or(|t| r.addr_type == t)
-            && self.active.is_none_or(|a| r.active == a)
-            && self.status.is_none_or(|s| r.status == s)
-            && self.q.as_deref().is_none_or(|q| matches_query(r, q))
-    }
-}
-
-fn matches_query(r: &Record, q: &str) -> bool {
-    let q = q.to_ascii_lowercase();
-    if r.address.to_string().starts_with(&q) {
-        return true;
-    }
-    let contains = |s: &Option<String>| {
-        s.as_deref()
-            .is_some_and(|s| s.to_ascii_lowercase().contains(&q))
-    };
-    contains(&r.facts.hostname) || contains(&r.facts.mac)
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Page {
-    pub items: Vec<Record>,
-    /// Pass back as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// The type an address has before anything is stored for it.
-fn default_type(layout: &Layout, v: u128) -> AddrType {
+pub(crate) fn default_type(layout: &Layout, v: u128) -> AddrType {
     match Region::of(layout, v) {
         Region::Static => AddrType::Static,
         Region::Outside => AddrType::Dhcp,
     }
 }
 
-fn load(
+pub(crate) fn load(
     records: &impl ReadableTable<(u8, u128), &'static [u8]>,
     key: IpKey,
 ) -> Result<Option<Record>> {
@@ -160,146 +118,6 @@ impl Reader {
         }
         Ok(out)
     }
-
-    /// One page of addresses in address order, after `cursor` (an address). Without a status
-    /// filter the stored records are listed; `status=available` lists free addresses from the
-    /// free index, stored or not.
-    pub fn list(
-        &self,
-        filter: &AddressFilter,
-        cursor: Option<IpAddr>,
-        limit: usize,
-    ) -> Result<Page> {
-        let after = cursor.map(IpKey::from);
-        let mut items = Vec::new();
-        let mut scanned = 0usize;
-        let mut last_seen: Option<IpKey> = None;
-        let mut push = |rec: Record, key: IpKey, items: &mut Vec<Record>| {
-            scanned += 1;
-            last_seen = Some(key);
-            if filter.matches(&rec) {
-                items.push(rec);
-            }
-            items.len() < limit && scanned < MAX_SCAN
-        };
-
-        let pools: Vec<Pool> = match filter.pool {
-            Some(id) => self.pool_by_id(id)?.into_iter().collect(),
-            None => self.pools()?,
-        };
-        let mut exhausted = true;
-        match filter.status {
-            Some(Status::Available) => {
-                'pools: for pool in &pools {
-                    let layout = pool.layout()?;
-                    let f = layout.family;
-                    let from = match after {
-                        Some(a) if a.family == f && a.value >= layout.span().end => continue,
-                        Some(a) if a.family == f && a.value >= layout.span().start => a.value + 1,
-                        Some(a) if a.family > f => continue,
-                        _ => layout.usable.start,
-                    };
-                    for v in free_from(self, pool.id, from)? {
-                        let v = v?;
-                        let key = layout.key(v);
-                        let rec = match load(self.t.records()?, key)? {
-                            Some(r) => r,
-                            None => Record::available(
-                                key.ip(),
-                                pool.id,
-                                default_type(&layout, v),
-                                pool.created,
-                            ),
-                        };
-                        if !push(rec, key, &mut items) {
-                            exhausted = false;
-                            break 'pools;
-                        }
-                    }
-                }
-            }
-            Some(status) => {
-                let s = status.as_u8();
-                for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
-                    for e in self.t.by_status()?.range((s, f, start)..=(s, f, end))? {
-                        let (_, _, v) = e?.0.value();
-                        let key = IpKey::new(
-                            crate::ipam::Family::from_u8(f).unwrap_or(crate::ipam::Family::V4),
-                            v,
-                        );
-                        let Some(rec) = load(self.t.records()?, key)? else {
-                            return Err(StoreError::corrupt(
-                                "by_status",
-                                format!("{key} has no record"),
-                            ));
-                        };
-                        if !push(rec, key, &mut items) {
-                            exhausted = false;
-                            break;
-                        }
-                    }
-                    if !exhausted {
-                        break;
-                    }
-                }
-            }
-            None => {
-                for (f, start, end) in scan_spans(&pools, filter.pool.is_some(), after) {
-                    for e in self.t.records()?.range((f, start)..=(f, end))? {
-                        let (k, v) = e?;
-                        let (fam, val) = k.value();
-                        let key = IpKey::new(
-                            crate::ipam::Family::from_u8(fam).unwrap_or(crate::ipam::Family::V4),
-                            val,
-                        );
-                        if !push(decode("records", v.value())?, key, &mut items) {
-                            exhausted = false;
-                            break;
-                        }
-                    }
-                    if !exhausted {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(Page {
-            items,
-            next_cursor: if exhausted {
-                None
-            } else {
-                last_seen.map(|k| k.to_string())
-            },
-        })
-    }
-}
-
-/// The key ranges to scan: the one pool's CIDR, or both whole families; starting after the
-/// cursor.
-fn scan_spans(pools: &[Pool], one_pool: bool, after: Option<IpKey>) -> Vec<(u8, u128, u128)> {
-    let spans: Vec<(u8, u128, u128)> = if one_pool {
-        pools
-            .iter()
-            .filter_map(|p| p.layout().ok())
-            .map(|l| (l.family.as_u8(), l.span().start, l.span().end))
-            .collect()
-    } else {
-        vec![(4, 0, u32::MAX as u128), (6, 0, u128::MAX)]
-    };
-    spans
-        .into_iter()
-        .filter_map(|(f, start, end)| match after {
-            Some(a) if a.family.as_u8() > f => None,
-            Some(a) if a.family.as_u8() == f => {
-                if a.value >= end {
-                    None
-                } else {
-                    Some((f, start.max(a.value + 1), end))
-                }
-            }
-            _ => Some((f, start, end)),
-        })
-        .collect()
 }
 
 /// What happens to a record that ends up available: a learned (dhcp) one is dropped, its
@@ -358,17 +176,42 @@ impl Writer<'_> {
         actor: &str,
     ) -> Result<()> {
         let key = IpKey::from(after.address);
-        let (f, v) = (key.family.as_u8(), key.value);
-        if let Some(b) = before
-            && b.status != Status::Available
-        {
-            self.t.by_status.remove((b.status.as_u8(), f, v))?;
-        }
-        if after.status != Status::Available {
-            self.t.by_status.insert((after.status.as_u8(), f, v), ())?;
-        }
-        self.t.records.insert((f, v), encode(after).as_slice())?;
+        self.reindex(key, before, Some(after))?;
+        self.t
+            .records
+            .insert((key.family.as_u8(), key.value), encode(after).as_slice())?;
         self.append_event(key, action, actor, before.cloned(), Some(after.clone()))
+    }
+
+    /// Keeps the secondary indexes (status, search terms) in step with a record that goes
+    /// from `before` to `after` (`None`: absent).
+    pub(crate) fn reindex(
+        &mut self,
+        key: IpKey,
+        before: Option<&Record>,
+        after: Option<&Record>,
+    ) -> Result<()> {
+        let (f, v) = (key.family.as_u8(), key.value);
+        let held = |r: Option<&Record>| r.map(|r| r.status).filter(|s| *s != Status::Available);
+        if held(before) != held(after) {
+            if let Some(s) = held(before) {
+                self.t.by_status.remove((s.as_u8(), f, v))?;
+            }
+            if let Some(s) = held(after) {
+                self.t.by_status.insert((s.as_u8(), f, v), ())?;
+            }
+        }
+        let old = before.map(search::terms).unwrap_or_default();
+        let new = after.map(search::terms).unwrap_or_default();
+        if old != new {
+            for t in &old {
+                self.t.search.remove((t.as_str(), f, v))?;
+            }
+            for t in &new {
+                self.t.search.insert((t.as_str(), f, v), ())?;
+            }
+        }
+        Ok(())
     }
 
     fn append_event(
@@ -471,13 +314,7 @@ impl Writer<'_> {
         // available already and is only being edited is kept.
         let released = old != Status::Available && new == Status::Available;
         if released && rec.addr_type == AddrType::Dhcp && freed == WhenFreed::DropDhcp {
-            if let Some(b) = &before
-                && b.status != Status::Available
-            {
-                self.t
-                    .by_status
-                    .remove((b.status.as_u8(), key.family.as_u8(), v))?;
-            }
+            self.reindex(key, before.as_ref(), None)?;
             self.t.records.remove((key.family.as_u8(), v))?;
             self.append_event(key, action, actor, before, None)?;
         } else {

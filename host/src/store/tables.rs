@@ -37,5 +37,8 @@ pub const IDEMPOTENCY: TableDefinition<(u64, &str), (u8, u128)> =
 pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// SHA-256 of a token's secret -> token name.
 pub const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
+/// (search term, family, address): hostnames (`h:`), MACs (`m:`) and reversed MACs (`r:`),
+/// lower-cased, of stored records: what `q` looks up (see `ipam::search`).
+pub const SEARCH: TableDefinition<(&str, u8, u128), ()> = TableDefinition::new("search");
 /// device id -> `Device` (JSON).
 pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");

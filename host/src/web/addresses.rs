@@ -33,7 +33,9 @@ pub struct ListParams {
     #[param(rename = "type")]
     pub addr_type: Option<AddrType>,
     pub active: Option<bool>,
-    /// An address prefix, or part of a MAC or hostname.
+    /// Search: the start of an address or hostname, or the start or end of a MAC
+    /// (case-insensitive). Address matches come first, in address order; then hostname and
+    /// MAC matches, in the order of the matched text.
     pub q: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
     pub limit: Option<usize>,
@@ -58,16 +60,10 @@ async fn list_addresses(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let cursor = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<IpAddr>().map_err(|_| {
-                ApiError::bad_request(format!("cursor {c:?} is not one this API gave"))
-            })
-        })
-        .transpose()?;
-    if p.q.as_ref().is_some_and(|q| q.len() > 100) {
+    if p.q
+        .as_ref()
+        .is_some_and(|q| q.len() > crate::ipam::search::MAX_QUERY)
+    {
         return Err(ApiError::bad_request("q is longer than 100 characters"));
     }
     // A filtered page may scan thousands of rows: off the async workers.
@@ -82,7 +78,7 @@ async fn list_addresses(
                 active: p.active,
                 q: p.q.clone().filter(|q| !q.is_empty()),
             };
-            r.list(&filter, cursor, limit)
+            r.list(&filter, p.cursor.as_deref(), limit)
         })
     })
     .await

@@ -112,6 +112,7 @@ impl From<StoreError> for ApiError {
                 return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }
             E::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            E::BadCursor(_) => (S::BAD_REQUEST, "malformed"),
             E::PoolNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::TokenNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::PoolOverlap { .. } => (S::CONFLICT, "pool_overlap"),
