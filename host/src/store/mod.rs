@@ -289,12 +289,37 @@ fn migrate(db: &Database) -> Result<()> {
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Version 1 is the first: there is nothing older to migrate from yet. A future
-            // version adds its step here, in the same transaction as the version bump.
-            Some(_) => {}
+            Some(v) => {
+                // Each step runs in this transaction, with the version bump: all or nothing.
+                if v < 2 {
+                    backfill_search(&mut t)?;
+                }
+                if v < SCHEMA_VERSION {
+                    t.meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
         }
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// Version 2: index the hostnames and MACs of every stored record.
+fn backfill_search(t: &mut WriteTables<'_>) -> Result<()> {
+    let mut terms = Vec::new();
+    for e in t.records.iter()? {
+        let (k, v) = e?;
+        let (f, ip) = k.value();
+        let rec: crate::ipam::Record = decode("records", v.value())?;
+        terms.extend(
+            crate::ipam::search::terms(&rec)
+                .into_iter()
+                .map(|term| (term, f, ip)),
+        );
+    }
+    for (term, f, ip) in terms {
+        t.search.insert((term.as_str(), f, ip), ())?;
+    }
     Ok(())
 }
 

@@ -8,7 +8,8 @@
 
 use redb::TableDefinition;
 
-pub const SCHEMA_VERSION: u64 = 1;
+/// 1: first release. 2: adds `search` (back-filled from `records` on migration).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -259,3 +259,49 @@ mod search_model {
         }
     }
 }
+
+#[tokio::test]
+async fn a_version_1_database_gets_its_search_index_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.redb");
+    let store = Store::open(&path).expect("open");
+    let s = spec("lan", "10.0.0.0/24");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
+    let req = AllocationRequest {
+        hostname: Some("web-1".into()),
+        ..Default::default()
+    };
+    store
+        .write(move |w| w.allocate("lan", &req, None, "t"))
+        .await
+        .expect("alloc");
+    store.close();
+    // Make it look like version 1: no search terms.
+    {
+        let db = redb::Database::open(&path).expect("open raw");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("schema_version", 1)
+            .expect("v1");
+        txn.open_table(SEARCH)
+            .expect("search")
+            .retain(|_, _| false)
+            .expect("empty");
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(&path).expect("migrates");
+    assert_eq!(
+        store.read(|r| r.schema_version()).expect("read"),
+        Some(SCHEMA_VERSION)
+    );
+    let filter = AddressFilter {
+        q: Some("web".into()),
+        ..Default::default()
+    };
+    let page = store.read(|r| r.list(&filter, None, 10)).expect("list");
+    assert_eq!(page.items.len(), 1);
+}
