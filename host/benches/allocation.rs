@@ -13,12 +13,14 @@
 //!
 //! 1. Next-free on a /16 at 0 %, 50 % and 99.9 % full, time per allocation; goal: 99.9 % / 0 %
 //!    ≤ 1.5. Criterion groups `store/next_free` (redb store) and `mem/next_free` (the pure
-//!    allocator over `MemIndex`), one benchmark per fill level, one iteration = one allocation.
-//!    After criterion, the same store fixtures are measured once more with our own clock and a
-//!    line `ratio 99.9%/0% = X` is printed.
+//!    allocator over `MemIndex`, measured the same way as the store), one benchmark per fill
+//!    level, one iteration = one allocation. After criterion, the same store fixtures are
+//!    measured once more with our own clock and a line `ratio 99.9%/0% = X` is printed, with
+//!    the commit time of the measured transactions beside it.
 //! 2. Allocation p99 with 1,000,000 addresses allocated ÷ with 1,000 allocated; goal ≤ 1.3. A
-//!    /8 pool is filled to 1,000 and then to 1,000,000 allocations and single allocations are
-//!    timed one by one; p50, p99 and the ratio of the p99s are printed.
+//!    /8 pool is filled to 1,000 and then to 1,000,000 allocations (bulk, in transactions of
+//!    50,000); in each state 2,000 single allocations are timed one by one, in transactions of
+//!    500 that are each released afterwards; p50, p99 and the ratio of the p99s are printed.
 //!
 //! How the store is measured:
 //!
@@ -39,12 +41,12 @@
 //!     looks like after it has lived for a while, and it is the dearer path (queue look-up and
 //!     removal, and a stored record to load). A pool filled in one sweep to 99.9 % still has
 //!     a fresh tail; that case is printed too ("fresh tail").
-//! - Churn still changes the state slowly: the released queue grows, released records stay,
-//!   history grows, and at 0 % / 50 % fresh addresses get used up. So each fixture is a copy
+//! - Churn still changes the state slowly: released records stay, history grows, and at 0 % /
+//!   50 % fresh addresses get used up while the released queue grows. So each fixture is a copy
 //!   of a template file built once per level, and serves at most `budget` allocations before
 //!   it is replaced by a new copy (untimed). Every level gets the same budget.
 
-use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use criterion::{Criterion, SamplingMode, Throughput};
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -126,9 +128,21 @@ struct Level {
 }
 
 const LEVELS: [Level; 3] = [
-    Level { name: "0%", slug: "0", frac: 0.0 },
-    Level { name: "50%", slug: "50", frac: 0.5 },
-    Level { name: "99.9%", slug: "99_9", frac: 0.999 },
+    Level {
+        name: "0%",
+        slug: "0",
+        frac: 0.0,
+    },
+    Level {
+        name: "50%",
+        slug: "50",
+        frac: 0.5,
+    },
+    Level {
+        name: "99.9%",
+        slug: "99_9",
+        frac: 0.999,
+    },
 ];
 
 /// Fill levels of this fraction or more are built full-then-released (see the top comment).
@@ -257,6 +271,9 @@ struct Fixture {
     /// A sweep-filled pool's last fresh addresses, timed while the 99.9 % template was built.
     fresh_tail: Vec<Duration>,
     live: Option<(Store, PathBuf)>,
+    /// Round trip of each measured allocation transaction less the time inside `allocate`:
+    /// mostly the durable commit.
+    commits: Vec<Duration>,
     served: u64,
     copies: u32,
     build_time: Duration,
@@ -288,7 +305,11 @@ impl Fixture {
             let allocatable = total - 1; // usable addresses less the gateway
             let first = layout.usable.start + 1;
             let spread: Vec<IpAddr> = (0..free)
-                .map(|i| layout.key(first + (i * allocatable / free.max(1)) as u128).ip())
+                .map(|i| {
+                    layout
+                        .key(first + (i * allocatable / free.max(1)) as u128)
+                        .ip()
+                })
                 .collect();
             release(&store, spread);
         }
@@ -303,6 +324,7 @@ impl Fixture {
             utilization,
             fresh_tail,
             live: None,
+            commits: Vec::new(),
             served: 0,
             copies: 0,
             build_time: started.elapsed(),
@@ -340,9 +362,13 @@ impl Fixture {
     /// One measured batch of `m` (≤ k) allocations, released afterwards (untimed).
     fn batch(&mut self, m: usize) -> Vec<Duration> {
         let store = self.store(m as u64);
+        let t = Instant::now();
         let got = timed_allocations(store, m);
-        let times = got.iter().map(|(_, d)| *d).collect();
+        let round_trip = t.elapsed();
+        let times: Vec<Duration> = got.iter().map(|(_, d)| *d).collect();
         release(store, got.into_iter().map(|(ip, _)| ip).collect());
+        self.commits
+            .push(round_trip.saturating_sub(times.iter().sum()));
         times
     }
 
@@ -418,36 +444,92 @@ fn store_group(c: &mut Criterion, fixtures: &mut [Option<Fixture>], dir: &Path, 
     group.finish();
 }
 
-fn mem_template(layout: &Layout, level: Level) -> MemIndex {
-    let mut idx = MemIndex::default();
-    let ok = |r: Result<Option<u128>, std::convert::Infallible>| match r {
+/// The pure allocator at one fill level of the /16: a template index, and a working copy.
+struct MemFixture {
+    layout: Layout,
+    template: MemIndex,
+    work: MemIndex,
+    /// Allocations per timed run, capped by the free addresses (as for the store).
+    k: usize,
+    served: u64,
+    budget: u64,
+}
+
+fn ok<T>(r: Result<T, std::convert::Infallible>) -> T {
+    match r {
         Ok(v) => v,
         Err(e) => match e {},
-    };
-    match alloc::init(&mut idx, layout) {
-        Ok(()) => {}
-        Err(e) => match e {},
     }
-    let total = layout.total() as u64;
-    let held = ((level.frac * total as f64).ceil() as u64).max(1);
-    let free = total - held;
-    if level.frac < NEARLY_FULL {
-        for _ in 1..held {
-            ok(alloc::take_next(&mut idx, layout)).expect("not full yet");
-        }
-    } else {
-        while ok(alloc::take_next(&mut idx, layout)).is_some() {}
-        let allocatable = total - 1;
-        let first = layout.usable.start + 1;
-        for i in 0..free {
-            let v = first + (i * allocatable / free.max(1)) as u128;
-            match alloc::give_back(&mut idx, layout, v) {
-                Ok(()) => {}
-                Err(e) => match e {},
+}
+
+impl MemFixture {
+    /// Built the same way as the store's templates: swept to the level, or for 99.9 % filled
+    /// up and then 0.1 % given back, spread across the pool.
+    fn new(layout: &Layout, level: Level, sizes: Sizes) -> MemFixture {
+        let mut idx = MemIndex::default();
+        ok(alloc::init(&mut idx, layout));
+        let total = layout.total() as u64;
+        let held = ((level.frac * total as f64).ceil() as u64).max(1);
+        let free = total - held;
+        if level.frac < NEARLY_FULL {
+            for _ in 1..held {
+                ok(alloc::take_next(&mut idx, layout)).expect("not full yet");
+            }
+        } else {
+            while ok(alloc::take_next(&mut idx, layout)).is_some() {}
+            let allocatable = total - 1;
+            let first = layout.usable.start + 1;
+            for i in 0..free {
+                ok(alloc::give_back(
+                    &mut idx,
+                    layout,
+                    first + (i * allocatable / free.max(1)) as u128,
+                ));
             }
         }
+        MemFixture {
+            layout: layout.clone(),
+            work: idx.clone(),
+            template: idx,
+            k: sizes.batch.min(free.max(1) as usize),
+            served: 0,
+            budget: sizes.budget,
+        }
     }
-    idx
+
+    /// For `iter_custom`: `iters` next-free allocations timed in runs of at most `k`, each run
+    /// given back afterwards (untimed); the working copy is renewed from the template (untimed)
+    /// after `budget` allocations, exactly as the store fixtures are.
+    fn measure(&mut self, iters: u64) -> Duration {
+        let mut left = iters;
+        let mut total = Duration::ZERO;
+        let mut got = Vec::with_capacity(self.k);
+        while left > 0 {
+            let m = left.min(self.k as u64) as usize;
+            if self.served + m as u64 > self.budget {
+                self.work = self.template.clone();
+                self.served = 0;
+            }
+            let t = Instant::now();
+            for _ in 0..m {
+                got.push(ok(alloc::take_next(
+                    &mut self.work,
+                    black_box(&self.layout),
+                )));
+            }
+            total += t.elapsed();
+            for v in got.drain(..) {
+                ok(alloc::give_back(
+                    &mut self.work,
+                    &self.layout,
+                    v.expect("a free address"),
+                ));
+            }
+            self.served += m as u64;
+            left -= m as u64;
+        }
+        total
+    }
 }
 
 fn mem_group(c: &mut Criterion, sizes: Sizes) {
@@ -459,18 +541,10 @@ fn mem_group(c: &mut Criterion, sizes: Sizes) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for level in LEVELS {
-        let mut template: Option<MemIndex> = None;
+        let mut fixture: Option<MemFixture> = None;
         group.bench_function(format!("/{} {}", sizes.level_prefix, level.name), |b| {
-            let template = template.get_or_insert_with(|| mem_template(&layout, level));
-            // A fresh clone per iteration (untimed) keeps the level exact.
-            b.iter_batched(
-                || template.clone(),
-                |mut idx| {
-                    let v = alloc::take_next(&mut idx, black_box(&layout));
-                    (idx, v)
-                },
-                BatchSize::SmallInput,
-            );
+            let f = fixture.get_or_insert_with(|| MemFixture::new(&layout, level, sizes));
+            b.iter_custom(|iters| f.measure(iters));
         });
     }
     group.finish();
@@ -485,6 +559,7 @@ fn level_summary(fixtures: &mut [Option<Fixture>], dir: &Path, sizes: Sizes) {
     let mut means = Vec::new();
     for (slot, level) in fixtures.iter_mut().zip(LEVELS) {
         let f = slot.get_or_insert_with(|| Fixture::new(dir, sizes, level));
+        f.commits.clear();
         let mut samples = Vec::with_capacity(sizes.summary_batches * f.k);
         for _ in 0..sizes.summary_batches {
             samples.extend(f.batch(f.k));
@@ -494,10 +569,11 @@ fn level_summary(fixtures: &mut [Option<Fixture>], dir: &Path, sizes: Sizes) {
             let m = f.k.min(sizes.durable_samples - durable.len());
             durable.extend(f.durable(m));
         }
+        let commits = Stats::new(f.commits.split_off(0));
         let s = Stats::new(samples);
         let d = Stats::new(durable);
         println!(
-            "{:>6} (utilization {:7.3}%): mean {:7.2} µs  p50 {:7.2} µs  p99 {:7.2} µs  [n={}, {} per txn]   durable round trip: p50 {:8.1} µs  p99 {:8.1} µs  [n={}]",
+            "{:>6} (utilization {:7.3}%): mean {:7.2} µs  p50 {:7.2} µs  p99 {:7.2} µs  [n={}, {} per txn]",
             level.name,
             f.utilization * 100.0,
             us(s.mean()),
@@ -505,6 +581,12 @@ fn level_summary(fixtures: &mut [Option<Fixture>], dir: &Path, sizes: Sizes) {
             us(s.pct(0.99)),
             s.sorted.len(),
             f.k,
+        );
+        println!(
+            "       commit of a {}-allocation transaction: p50 {:8.1} µs  p99 {:8.1} µs   durable round trip of 1 allocation: p50 {:8.1} µs  p99 {:8.1} µs  [n={}]",
+            f.k,
+            us(commits.pct(0.5)),
+            us(commits.pct(0.99)),
             us(d.pct(0.5)),
             us(d.pct(0.99)),
             d.sorted.len(),
@@ -551,7 +633,10 @@ fn p99_samples(store: &Store, n: usize, per_txn: usize) -> Vec<Duration> {
 
 fn p99_study(dir: &Path, sizes: Sizes) {
     println!();
-    println!("== allocation latency on a /8 with {} vs {} allocated ==", sizes.p99_small, sizes.p99_large);
+    println!(
+        "== allocation latency on a /8 with {} vs {} allocated ==",
+        sizes.p99_small, sizes.p99_large
+    );
     let path = dir.join("p99.redb");
     let store = open_with_pool(&path, "10.0.0.0/8");
     let mut rows = Vec::new();
@@ -562,12 +647,17 @@ fn p99_study(dir: &Path, sizes: Sizes) {
         held = target;
         let fill_time = t.elapsed();
         if chunks.len() > 1 {
-            let per = |(d, n): (Duration, u64)| us(d) / n as f64;
+            // Bulk cost per allocation of each fill transaction, commit included: a cost that
+            // grew with the number held would show here as a rising row.
+            let per: Vec<String> = chunks
+                .iter()
+                .map(|(d, n)| format!("{:.1}", us(*d) / *n as f64))
+                .collect();
             println!(
-                "  fill to {target}: {:.1} s; per allocation (commit included) {:.2} µs in the first chunk, {:.2} µs in the last",
+                "  fill to {target}: {:.1} s; µs per allocation in each transaction of {}: {}",
                 fill_time.as_secs_f64(),
-                per(chunks[0]),
-                per(chunks[chunks.len() - 1]),
+                sizes.fill_chunk,
+                per.join(" "),
             );
         }
         // One untimed batch first, so both states start with a warm cache.
@@ -592,7 +682,10 @@ fn p99_study(dir: &Path, sizes: Sizes) {
         rows.push((s, d));
     }
     let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!("  database file: {:.0} MiB", file as f64 / (1024.0 * 1024.0));
+    println!(
+        "  database file: {:.0} MiB",
+        file as f64 / (1024.0 * 1024.0)
+    );
     let (small, large) = (&rows[0].0, &rows[1].0);
     let ratio = large.pct(0.99).as_secs_f64() / small.pct(0.99).as_secs_f64();
     println!(
@@ -624,7 +717,9 @@ fn main() {
     mem_group(&mut c, sizes);
     if summary {
         if sizes.quick {
-            println!("(small sizes: test mode or WEFT_BENCH_QUICK; the figures below are not the real ones)");
+            println!(
+                "(small sizes: test mode or WEFT_BENCH_QUICK; the figures below are not the real ones)"
+            );
         }
         level_summary(&mut fixtures, dir.path(), sizes);
         p99_study(dir.path(), sizes);

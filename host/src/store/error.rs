@@ -38,6 +38,10 @@ pub enum StoreError {
     PoolInUse { pool: String, held: u64 },
     #[error("pool {0:?} is exhausted: no free address left")]
     Exhausted(String),
+    #[error(
+        "Idempotency-Key {key:?} was used for {address}, which has since been released; use a new key"
+    )]
+    IdempotencyKeyUsed { key: String, address: IpAddr },
     #[error("{address} is {status} and cannot be taken")]
     Taken {
         address: IpAddr,

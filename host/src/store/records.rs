@@ -353,9 +353,15 @@ impl Writer<'_> {
             let (f, v) = g.value();
             let family = crate::ipam::Family::from_u8(f)
                 .ok_or_else(|| StoreError::corrupt("idempotency", "bad family"))?;
-            if let Some(rec) = load(&self.t.records, IpKey::new(family, v))? {
-                return Ok((rec, true));
-            }
+            let key = IpKey::new(family, v);
+            return match load(&self.t.records, key)? {
+                Some(rec) if rec.status == Status::Allocated => Ok((rec, true)),
+                // Replaying a stale answer would hand the caller an address it no longer holds.
+                _ => Err(StoreError::IdempotencyKeyUsed {
+                    key: k.to_string(),
+                    address: key.ip(),
+                }),
+            };
         }
         let owner = req
             .owner

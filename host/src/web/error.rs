@@ -119,6 +119,7 @@ impl From<StoreError> for ApiError {
             E::PoolInUse { .. } => (S::CONFLICT, "pool_in_use"),
             E::Exhausted(_) => (S::CONFLICT, "exhausted"),
             E::Taken { .. } => (S::CONFLICT, "taken"),
+            E::IdempotencyKeyUsed { .. } => (S::CONFLICT, "idempotency_key_used"),
             E::NotAllocated { .. } => (S::CONFLICT, "not_allocated"),
             E::NotInPool { .. }
             | E::OutsideEveryPool { .. }

@@ -51,6 +51,7 @@ pub struct PoolList {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
     /// Delete even if addresses are still allocated.
     #[serde(default)]
@@ -99,7 +100,7 @@ async fn create_pool(
 /// Show one pool (by id or name). Access: any token.
 #[utoipa::path(get, path = "/api/v1/pools/{pool}", tag = "pools",
     params(("pool" = String, Path, description = "pool id or name")),
-    responses((status = 200, body = PoolView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = PoolView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
 async fn get_pool(
     State(s): State<AppState>,
@@ -112,7 +113,7 @@ async fn get_pool(
 /// Delete a pool; refused while it holds allocations unless `force=true`. Access: a write token.
 #[utoipa::path(delete, path = "/api/v1/pools/{pool}", tag = "pools",
     params(("pool" = String, Path, description = "pool id or name"), DeleteParams),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("token" = [])))]
 async fn delete_pool(
@@ -178,7 +179,7 @@ async fn allocate(
 /// The pool's stored records as CSV. Access: any token.
 #[utoipa::path(get, path = "/api/v1/pools/{pool}/export.csv", tag = "pools",
     params(("pool" = String, Path, description = "pool id or name")),
-    responses((status = 200, content_type = "text/csv", body = String), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
 async fn export_csv(
     State(s): State<AppState>,
