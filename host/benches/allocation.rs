@@ -19,8 +19,9 @@
 //!    the commit time of the measured transactions beside it.
 //! 2. Allocation p99 with 1,000,000 addresses allocated ÷ with 1,000 allocated; goal ≤ 1.3. A
 //!    /8 pool is filled to 1,000 and then to 1,000,000 allocations (bulk, in transactions of
-//!    50,000); in each state 2,000 single allocations are timed one by one, in transactions of
-//!    500 that are each released afterwards; p50, p99 and the ratio of the p99s are printed.
+//!    50,000), two stores side by side; in each state 3,000 single allocations are timed one by
+//!    one, in transactions of 500 that are each released afterwards, the two states taking
+//!    turns; p50, p99 and the ratio of the p99s are printed.
 //!
 //! How the store is measured:
 //!
@@ -68,8 +69,9 @@ struct Sizes {
     batch: usize,
     /// Allocations one store fixture serves before it is replaced by a fresh copy.
     budget: u64,
-    /// Batches per level measured for the summary.
+    /// Batches per level measured for the summary, in this many rounds (the levels take turns).
     summary_batches: usize,
+    rounds: usize,
     /// Durable round trips per level (one allocation per committed transaction).
     durable_samples: usize,
     /// Allocations per bulk-fill transaction.
@@ -77,7 +79,8 @@ struct Sizes {
     /// Allocations held in the two states of the p99 study.
     p99_small: u64,
     p99_large: u64,
-    /// Timed allocations per state of the p99 study, and per transaction.
+    /// Timed allocations per state of the p99 study, and per transaction (the states take
+    /// turns, one transaction each).
     p99_samples: usize,
     p99_txn: usize,
     /// Durable round trips per state of the p99 study.
@@ -93,6 +96,7 @@ impl Sizes {
                 batch: 32,
                 budget: 512,
                 summary_batches: 4,
+                rounds: 2,
                 durable_samples: 4,
                 fill_chunk: 2_000,
                 p99_small: 100,
@@ -108,11 +112,12 @@ impl Sizes {
                 batch: 32,
                 budget: 16_384,
                 summary_batches: 300,
-                durable_samples: 128,
+                rounds: 10,
+                durable_samples: 120,
                 fill_chunk: 50_000,
                 p99_small: 1_000,
                 p99_large: 1_000_000,
-                p99_samples: 2_000,
+                p99_samples: 3_000,
                 p99_txn: 500,
                 p99_durable: 200,
             }
@@ -556,25 +561,42 @@ fn level_summary(fixtures: &mut [Option<Fixture>], dir: &Path, sizes: Sizes) {
         "== next-free on a /{} (own clock: each allocate() timed inside its transaction, commit excluded) ==",
         sizes.level_prefix
     );
-    let mut means = Vec::new();
-    for (slot, level) in fixtures.iter_mut().zip(LEVELS) {
-        let f = slot.get_or_insert_with(|| Fixture::new(dir, sizes, level));
+    let mut fs: Vec<&mut Fixture> = fixtures
+        .iter_mut()
+        .zip(LEVELS)
+        .map(|(slot, level)| slot.get_or_insert_with(|| Fixture::new(dir, sizes, level)))
+        .collect();
+    let mut samples = vec![Vec::new(); fs.len()];
+    let mut durable = vec![Vec::new(); fs.len()];
+    for f in fs.iter_mut() {
         f.commits.clear();
-        let mut samples = Vec::with_capacity(sizes.summary_batches * f.k);
-        for _ in 0..sizes.summary_batches {
-            samples.extend(f.batch(f.k));
+    }
+    // The levels take turns, round by round, so that a change in the machine's load during
+    // the run weighs on all of them alike.
+    let per_round = sizes.summary_batches.div_ceil(sizes.rounds);
+    let durable_per_round = sizes.durable_samples.div_ceil(sizes.rounds);
+    for _ in 0..sizes.rounds {
+        for (i, f) in fs.iter_mut().enumerate() {
+            for _ in 0..per_round {
+                let k = f.k;
+                samples[i].extend(f.batch(k));
+            }
+            let mut left = durable_per_round;
+            while left > 0 {
+                let m = f.k.min(left);
+                durable[i].extend(f.durable(m));
+                left -= m;
+            }
         }
-        let mut durable = Vec::with_capacity(sizes.durable_samples);
-        while durable.len() < sizes.durable_samples {
-            let m = f.k.min(sizes.durable_samples - durable.len());
-            durable.extend(f.durable(m));
-        }
+    }
+    let mut means = Vec::new();
+    for ((f, samples), durable) in fs.into_iter().zip(samples).zip(durable) {
         let commits = Stats::new(f.commits.split_off(0));
         let s = Stats::new(samples);
         let d = Stats::new(durable);
         println!(
             "{:>6} (utilization {:7.3}%): mean {:7.2} µs  p50 {:7.2} µs  p99 {:7.2} µs  [n={}, {} per txn]",
-            level.name,
+            f.level.name,
             f.utilization * 100.0,
             us(s.mean()),
             us(s.pct(0.5)),
@@ -595,7 +617,7 @@ fn level_summary(fixtures: &mut [Option<Fixture>], dir: &Path, sizes: Sizes) {
             let t = Stats::new(f.fresh_tail.clone());
             println!(
                 "       (fresh tail of a sweep-filled pool at ~{}: mean {:7.2} µs  p50 {:7.2} µs  [n={}])",
-                level.name,
+                f.level.name,
                 us(t.mean()),
                 us(t.pct(0.5)),
                 t.sorted.len()
@@ -619,33 +641,19 @@ fn level_summary(fixtures: &mut [Option<Fixture>], dir: &Path, sizes: Sizes) {
     );
 }
 
-/// Timed single allocations in transactions of `per_txn`, each batch released afterwards.
-fn p99_samples(store: &Store, n: usize, per_txn: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let m = per_txn.min(n - out.len());
-        let got = timed_allocations(store, m);
-        out.extend(got.iter().map(|(_, d)| *d));
-        release(store, got.into_iter().map(|(ip, _)| ip).collect());
-    }
-    out
+/// One state of the p99 study: a /8 pool with a number of addresses allocated.
+struct Held {
+    store: Store,
+    count: u64,
+    samples: Vec<Duration>,
+    durable: Vec<Duration>,
 }
 
-fn p99_study(dir: &Path, sizes: Sizes) {
-    println!();
-    println!(
-        "== allocation latency on a /8 with {} vs {} allocated ==",
-        sizes.p99_small, sizes.p99_large
-    );
-    let path = dir.join("p99.redb");
-    let store = open_with_pool(&path, "10.0.0.0/8");
-    let mut rows = Vec::new();
-    let mut held = 0;
-    for target in [sizes.p99_small, sizes.p99_large] {
+impl Held {
+    fn new(dir: &Path, count: u64, sizes: Sizes) -> Held {
+        let store = open_with_pool(&dir.join(format!("held-{count}.redb")), "10.0.0.0/8");
         let t = Instant::now();
-        let chunks = fill(&store, target - held, sizes.fill_chunk);
-        held = target;
-        let fill_time = t.elapsed();
+        let chunks = fill(&store, count, sizes.fill_chunk);
         if chunks.len() > 1 {
             // Bulk cost per allocation of each fill transaction, commit included: a cost that
             // grew with the number held would show here as a rising row.
@@ -654,21 +662,63 @@ fn p99_study(dir: &Path, sizes: Sizes) {
                 .map(|(d, n)| format!("{:.1}", us(*d) / *n as f64))
                 .collect();
             println!(
-                "  fill to {target}: {:.1} s; µs per allocation in each transaction of {}: {}",
-                fill_time.as_secs_f64(),
+                "  fill to {count}: {:.1} s; µs per allocation in each transaction of {}: {}",
+                t.elapsed().as_secs_f64(),
                 sizes.fill_chunk,
                 per.join(" "),
             );
         }
-        // One untimed batch first, so both states start with a warm cache.
-        p99_samples(&store, sizes.p99_txn.min(sizes.p99_samples), sizes.p99_txn);
-        let s = Stats::new(p99_samples(&store, sizes.p99_samples, sizes.p99_txn));
-        let got = durable_allocations(&store, sizes.p99_durable);
-        let d = Stats::new(got.iter().map(|(_, d)| *d).collect());
-        release(&store, got.into_iter().map(|(ip, _)| ip).collect());
+        Held {
+            store,
+            count,
+            samples: Vec::new(),
+            durable: Vec::new(),
+        }
+    }
+
+    /// One transaction of `n` single allocations timed one by one, released afterwards.
+    fn sample(&mut self, n: usize) -> Vec<Duration> {
+        let got = timed_allocations(&self.store, n);
+        let times = got.iter().map(|(_, d)| *d).collect();
+        release(&self.store, got.into_iter().map(|(ip, _)| ip).collect());
+        times
+    }
+}
+
+fn p99_study(dir: &Path, sizes: Sizes) {
+    println!();
+    println!(
+        "== allocation latency on a /8 with {} vs {} allocated ==",
+        sizes.p99_small, sizes.p99_large
+    );
+    let mut states = [
+        Held::new(dir, sizes.p99_small, sizes),
+        Held::new(dir, sizes.p99_large, sizes),
+    ];
+    // One untimed transaction each first, so both start with a warm cache; then the two states
+    // take turns, one transaction each per round, so that the machine's load weighs on both
+    // alike.
+    for h in states.iter_mut() {
+        h.sample(sizes.p99_txn);
+    }
+    let rounds = sizes.p99_samples.div_ceil(sizes.p99_txn);
+    let durable_per_round = sizes.p99_durable.div_ceil(rounds);
+    for _ in 0..rounds {
+        for h in states.iter_mut() {
+            let got = h.sample(sizes.p99_txn);
+            h.samples.extend(got);
+            let got = durable_allocations(&h.store, durable_per_round);
+            h.durable.extend(got.iter().map(|(_, d)| *d));
+            release(&h.store, got.into_iter().map(|(ip, _)| ip).collect());
+        }
+    }
+    let mut rows = Vec::new();
+    for h in states {
+        let s = Stats::new(h.samples);
+        let d = Stats::new(h.durable);
         println!(
             "  {:>9} allocated: p50 {:7.2} µs  p99 {:7.2} µs  mean {:7.2} µs  max {:8.1} µs  [n={}, {} per txn]   durable round trip: p50 {:8.1} µs  p99 {:8.1} µs  [n={}]",
-            target,
+            h.count,
             us(s.pct(0.5)),
             us(s.pct(0.99)),
             us(s.mean()),
@@ -681,9 +731,12 @@ fn p99_study(dir: &Path, sizes: Sizes) {
         );
         rows.push((s, d));
     }
-    let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let file = std::fs::metadata(dir.join(format!("held-{}.redb", sizes.p99_large)))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
-        "  database file: {:.0} MiB",
+        "  database file with {} allocated: {:.0} MiB",
+        sizes.p99_large,
         file as f64 / (1024.0 * 1024.0)
     );
     let (small, large) = (&rows[0].0, &rows[1].0);
@@ -697,7 +750,6 @@ fn p99_study(dir: &Path, sizes: Sizes) {
         rows[1].1.pct(0.99).as_secs_f64() / rows[0].1.pct(0.99).as_secs_f64(),
         verdict(ratio, 1.3)
     );
-    drop(store);
 }
 
 fn main() {

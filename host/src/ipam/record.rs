@@ -125,9 +125,12 @@ pub struct Record {
     /// Whether the last ping check saw the address answer.
     pub active: bool,
     #[schema(value_type = Option<String>)]
+    #[serde(with = "ts::optional")]
     pub checked_at: Option<jiff::Timestamp>,
-    #[serde(flatten)]
-    pub facts: Facts,
+    pub hostname: Option<String>,
+    pub mac: Option<String>,
+    pub platform: Option<String>,
+    pub manufacturer: Option<String>,
     /// Free text: what holds the address.
     pub owner: Option<String>,
     /// Set only while the address is reserved.
@@ -135,8 +138,10 @@ pub struct Record {
     /// The device whose sync put the address here, if any.
     pub device: Option<String>,
     #[schema(value_type = String)]
+    #[serde(with = "ts")]
     pub created: jiff::Timestamp,
     #[schema(value_type = String)]
+    #[serde(with = "ts")]
     pub updated: jiff::Timestamp,
 }
 
@@ -155,7 +160,10 @@ impl Record {
             addr_type,
             active: false,
             checked_at: None,
-            facts: Facts::default(),
+            hostname: None,
+            mac: None,
+            platform: None,
+            manufacturer: None,
             owner: None,
             description: None,
             device: None,
@@ -182,11 +190,28 @@ impl Record {
         }
         if to == Available {
             self.owner = None;
-            self.facts = Facts::default();
+            self.set_facts(Facts::default());
             self.device = None;
         }
         self.status = to;
         Ok(())
+    }
+
+    /// What the record says of its device.
+    pub fn facts(&self) -> Facts {
+        Facts {
+            hostname: self.hostname.clone(),
+            mac: self.mac.clone(),
+            platform: self.platform.clone(),
+            manufacturer: self.manufacturer.clone(),
+        }
+    }
+
+    pub fn set_facts(&mut self, f: Facts) {
+        self.hostname = f.hostname;
+        self.mac = f.mac;
+        self.platform = f.platform;
+        self.manufacturer = f.manufacturer;
     }
 
     /// Sets the description: only a reserved address has one.
@@ -203,9 +228,59 @@ impl Record {
     /// Whether the record has something to say, so it must be stored.
     pub fn worth_storing(&self) -> bool {
         self.status != Status::Available
-            || !self.facts.is_empty()
+            || !self.facts().is_empty()
             || self.owner.is_some()
             || self.checked_at.is_some()
+    }
+}
+
+/// Timestamps as RFC 3339 text in JSON, and as integer nanoseconds in compact binary formats
+/// (the store's), where parsing text would cost more than the rest of the record.
+pub mod ts {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &jiff::Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            t.serialize(s)
+        } else {
+            t.as_nanosecond().serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<jiff::Timestamp, D::Error> {
+        if d.is_human_readable() {
+            jiff::Timestamp::deserialize(d)
+        } else {
+            let n = i128::deserialize(d)?;
+            jiff::Timestamp::from_nanosecond(n).map_err(serde::de::Error::custom)
+        }
+    }
+
+    pub mod optional {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<jiff::Timestamp>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                t.serialize(s)
+            } else {
+                t.map(|t| t.as_nanosecond()).serialize(s)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<jiff::Timestamp>, D::Error> {
+            if d.is_human_readable() {
+                Option::<jiff::Timestamp>::deserialize(d)
+            } else {
+                Option::<i128>::deserialize(d)?
+                    .map(|n| jiff::Timestamp::from_nanosecond(n).map_err(serde::de::Error::custom))
+                    .transpose()
+            }
+        }
     }
 }
 

@@ -14,10 +14,10 @@ pub const MAX_QUERY: usize = 100;
 /// The index terms of a record.
 pub fn terms(rec: &Record) -> Vec<String> {
     let mut out = Vec::with_capacity(3);
-    if let Some(h) = &rec.facts.hostname {
+    if let Some(h) = &rec.hostname {
         out.push(format!("h:{}", h.to_ascii_lowercase()));
     }
-    if let Some(m) = &rec.facts.mac {
+    if let Some(m) = &rec.mac {
         let m = m.to_ascii_lowercase();
         out.push(format!("r:{}", m.chars().rev().collect::<String>()));
         out.push(format!("m:{m}"));
@@ -138,11 +138,11 @@ mod tests {
             AddrType::Static,
             jiff::Timestamp::UNIX_EPOCH,
         );
-        r.facts = Facts {
+        r.set_facts(Facts {
             hostname: host.map(str::to_string),
             mac: mac.map(str::to_string),
             ..Facts::default()
-        };
+        });
         r
     }
 

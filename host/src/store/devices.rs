@@ -83,7 +83,7 @@ impl Writer<'_> {
                     r.addr_type = addr_type;
                 }
                 r.device = Some(id.to_string());
-                r.facts = facts;
+                r.set_facts(facts);
                 Ok(())
             },
         )?;

@@ -13,7 +13,7 @@
 
 use super::pools::{Pool, free_from};
 use super::records::{default_type, load};
-use super::{Reader, Result, StoreError, decode};
+use super::{Reader, Result, StoreError, decode_record};
 use crate::ipam::{AddrType, Family, IpKey, Record, Status, search};
 use serde::Serialize;
 
@@ -223,7 +223,7 @@ impl Reader {
                     for e in self.t.records()?.range((f, start)..=(f, end))? {
                         let (k, v) = e?;
                         let key = IpKey::new(fam, k.value().1);
-                        let rec: Record = decode("records", v.value())?;
+                        let rec = decode_record(v.value())?;
                         if q.is_some_and(|q| !search::address_matches(&rec, q)) {
                             continue;
                         }

@@ -291,6 +291,9 @@ fn migrate(db: &Database) -> Result<()> {
             }
             Some(v) => {
                 // Each step runs in this transaction, with the version bump: all or nothing.
+                if v < 3 {
+                    reencode_records(&mut t)?;
+                }
                 if v < 2 {
                     backfill_search(&mut t)?;
                 }
@@ -304,13 +307,27 @@ fn migrate(db: &Database) -> Result<()> {
     Ok(())
 }
 
+/// Version 3: records from JSON to postcard.
+fn reencode_records(t: &mut WriteTables<'_>) -> Result<()> {
+    let mut all = Vec::new();
+    for e in t.records.iter()? {
+        let (k, v) = e?;
+        let rec: crate::ipam::Record = decode("records", v.value())?;
+        all.push((k.value(), rec));
+    }
+    for (k, rec) in all {
+        t.records.insert(k, encode_record(&rec).as_slice())?;
+    }
+    Ok(())
+}
+
 /// Version 2: index the hostnames and MACs of every stored record.
 fn backfill_search(t: &mut WriteTables<'_>) -> Result<()> {
     let mut terms = Vec::new();
     for e in t.records.iter()? {
         let (k, v) = e?;
         let (f, ip) = k.value();
-        let rec: crate::ipam::Record = decode("records", v.value())?;
+        let rec = decode_record(v.value())?;
         terms.extend(
             crate::ipam::search::terms(&rec)
                 .into_iter()
@@ -387,6 +404,17 @@ fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<Option<usize>>
             Ok(None)
         }
     }
+}
+
+/// Records are the hot values (every listing decodes a page of them): compact binary
+/// (postcard), with timestamps as integers. Everything else is JSON.
+pub(crate) fn encode_record(r: &crate::ipam::Record) -> Vec<u8> {
+    // Encoding plain fields into a Vec cannot fail.
+    postcard::to_allocvec(r).unwrap_or_default()
+}
+
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<crate::ipam::Record> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::corrupt("records", e))
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {

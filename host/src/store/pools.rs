@@ -258,10 +258,7 @@ impl<'t> Writer<'t> {
         let mut gone = Vec::new();
         for e in self.t.records.range((f, span.start)..=(f, span.end))? {
             let (k, v) = e?;
-            gone.push((
-                k.value().1,
-                super::decode::<crate::ipam::Record>("records", v.value())?,
-            ));
+            gone.push((k.value().1, super::decode_record(v.value())?));
         }
         for (v, rec) in &gone {
             for t in crate::ipam::search::terms(rec) {

@@ -3,7 +3,7 @@
 //! transaction of the change.
 
 use super::pools::Pool;
-use super::{Reader, Result, StoreError, Writer, decode, encode, get_json};
+use super::{Reader, Result, StoreError, Writer, decode, decode_record, encode, encode_record};
 use crate::ipam::alloc::{self, Region};
 use crate::ipam::{AddrType, Facts, IpKey, Layout, Record, RecordRuleError, Status, search};
 use redb::ReadableTable;
@@ -59,7 +59,10 @@ pub(crate) fn load(
     records: &impl ReadableTable<(u8, u128), &'static [u8]>,
     key: IpKey,
 ) -> Result<Option<Record>> {
-    get_json(records, "records", (key.family.as_u8(), key.value))
+    match records.get((key.family.as_u8(), key.value))? {
+        Some(g) => Ok(Some(decode_record(g.value())?)),
+        None => Ok(None),
+    }
 }
 
 fn action_for(status: Status) -> &'static str {
@@ -114,7 +117,7 @@ impl Reader {
         let f = layout.family.as_u8();
         let mut out = Vec::new();
         for e in self.t.records()?.range((f, span.start)..=(f, span.end))? {
-            out.push(decode("records", e?.1.value())?);
+            out.push(decode_record(e?.1.value())?);
         }
         Ok(out)
     }
@@ -177,9 +180,10 @@ impl Writer<'_> {
     ) -> Result<()> {
         let key = IpKey::from(after.address);
         self.reindex(key, before, Some(after))?;
-        self.t
-            .records
-            .insert((key.family.as_u8(), key.value), encode(after).as_slice())?;
+        self.t.records.insert(
+            (key.family.as_u8(), key.value),
+            encode_record(after).as_slice(),
+        )?;
         self.append_event(key, action, actor, before.cloned(), Some(after.clone()))
     }
 
@@ -385,7 +389,7 @@ impl Writer<'_> {
             r.set_status(Status::Allocated)?;
             r.addr_type = AddrType::Static;
             r.owner = owner;
-            r.facts.hostname = facts.hostname;
+            r.hostname = facts.hostname;
             Ok(())
         })?;
         if let Some(k) = idempotency_key {
@@ -457,28 +461,22 @@ impl Writer<'_> {
                 if let Some(o) = owner {
                     r.owner = Some(o).filter(|o| !o.is_empty());
                 }
-                let f = &mut r.facts;
-                for (given, field) in [
-                    (&patch.hostname, &mut f.hostname),
-                    (&patch.mac, &mut f.mac),
-                    (&patch.platform, &mut f.platform),
-                    (&patch.manufacturer, &mut f.manufacturer),
+                // A field given in the patch takes its checked value; "" has become None.
+                let Facts {
+                    hostname,
+                    mac,
+                    platform,
+                    manufacturer,
+                } = facts;
+                for (given, field, value) in [
+                    (&patch.hostname, &mut r.hostname, hostname),
+                    (&patch.mac, &mut r.mac, mac),
+                    (&patch.platform, &mut r.platform, platform),
+                    (&patch.manufacturer, &mut r.manufacturer, manufacturer),
                 ] {
                     if given.is_some() {
-                        field.take();
+                        *field = value;
                     }
-                }
-                if facts.hostname.is_some() {
-                    f.hostname = facts.hostname;
-                }
-                if facts.mac.is_some() {
-                    f.mac = facts.mac;
-                }
-                if facts.platform.is_some() {
-                    f.platform = facts.platform;
-                }
-                if facts.manufacturer.is_some() {
-                    f.manufacturer = facts.manufacturer;
                 }
                 Ok(())
             },
@@ -529,7 +527,7 @@ impl Writer<'_> {
                     if let Some(t) = row.addr_type {
                         r.addr_type = t;
                     }
-                    r.facts = facts;
+                    r.set_facts(facts);
                     r.owner = owner;
                     Ok(())
                 },

@@ -2,14 +2,16 @@
 //! that outlives a release; ARCHITECTURE.md describes it, and a change to a key or value
 //! layout bumps `SCHEMA_VERSION` with a migration in `migrate`.
 //!
-//! Values are JSON (serde) so that adding an optional field needs no migration. Addresses are
+//! Values are JSON (serde) so that adding an optional field needs no migration, except
+//! `records`, the hot table, which is postcard (a new field there is a migration). Addresses are
 //! keys `(family, value)`: 4 or 6, then the address as a big integer, so keys sort like
 //! addresses.
 
 use redb::TableDefinition;
 
-/// 1: first release. 2: adds `search` (back-filled from `records` on migration).
-pub const SCHEMA_VERSION: u64 = 2;
+/// 1: first release. 2: adds `search` (back-filled from `records`). 3: `records` values in
+/// postcard instead of JSON.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -19,7 +21,7 @@ pub const POOLS: TableDefinition<u64, &[u8]> = TableDefinition::new("pools");
 pub const POOL_NAMES: TableDefinition<&str, u64> = TableDefinition::new("pool_names");
 /// (family, first address of the CIDR) -> pool id: finds a pool by address, and overlaps.
 pub const POOL_SPANS: TableDefinition<(u8, u128), u64> = TableDefinition::new("pool_spans");
-/// (family, address) -> `Record` (JSON): only addresses with something to say.
+/// (family, address) -> `Record` (postcard): only addresses with something to say.
 pub const RECORDS: TableDefinition<(u8, u128), &[u8]> = TableDefinition::new("records");
 /// (status, family, address) for held records (allocated, reserved, quarantine).
 pub const BY_STATUS: TableDefinition<(u8, u8, u128), ()> = TableDefinition::new("by_status");

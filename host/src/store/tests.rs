@@ -261,7 +261,7 @@ mod search_model {
 }
 
 #[tokio::test]
-async fn a_version_1_database_gets_its_search_index_on_open() {
+async fn a_version_1_database_is_migrated_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.redb");
     let store = Store::open(&path).expect("open");
@@ -279,7 +279,7 @@ async fn a_version_1_database_gets_its_search_index_on_open() {
         .await
         .expect("alloc");
     store.close();
-    // Make it look like version 1: no search terms.
+    // Make it look like version 1: records in JSON, no search terms.
     {
         let db = redb::Database::open(&path).expect("open raw");
         let txn = db.begin_write().expect("txn");
@@ -287,6 +287,22 @@ async fn a_version_1_database_gets_its_search_index_on_open() {
             .expect("meta")
             .insert("schema_version", 1)
             .expect("v1");
+        {
+            let mut records = txn.open_table(RECORDS).expect("records");
+            let all: Vec<_> = records
+                .iter()
+                .expect("iter")
+                .map(|e| {
+                    let (k, v) = e.expect("row");
+                    (k.value(), decode_record(v.value()).expect("postcard"))
+                })
+                .collect();
+            for (k, rec) in all {
+                records
+                    .insert(k, serde_json::to_vec(&rec).expect("json").as_slice())
+                    .expect("json row");
+            }
+        }
         txn.open_table(SEARCH)
             .expect("search")
             .retain(|_, _| false)
