@@ -38,17 +38,12 @@ pub fn term_prefixes(q: &str) -> Vec<String> {
     out
 }
 
-/// Whether a term matches the query: the term, less its kind, starts with the query (a
-/// reversed MAC term, with the query reversed).
-pub fn term_matches(term: &str, q: &str) -> bool {
-    term_prefixes(q)
-        .iter()
-        .any(|p| term.starts_with(p.as_str()))
-}
-
-/// The smallest term of the record that matches: where the record is listed.
-pub fn listed_under(rec: &Record, q: &str) -> Option<String> {
-    terms(rec).into_iter().find(|t| term_matches(t, q))
+/// The smallest term of the record that matches one of the query's term prefixes (see
+/// [`term_prefixes`]): where the record is listed.
+pub fn listed_under(rec: &Record, prefixes: &[String]) -> Option<String> {
+    terms(rec)
+        .into_iter()
+        .find(|t| prefixes.iter().any(|p| t.starts_with(p.as_str())))
 }
 
 /// Whether the address text starts with the query.
@@ -58,7 +53,7 @@ pub fn address_matches(rec: &Record, q: &str) -> bool {
 
 /// Whether a record matches the query at all.
 pub fn matches(rec: &Record, q: &str) -> bool {
-    address_matches(rec, q) || listed_under(rec, q).is_some()
+    address_matches(rec, q) || listed_under(rec, &term_prefixes(q)).is_some()
 }
 
 /// The IPv4 addresses whose text starts with `q`, as ascending, disjoint inclusive ranges; `None`
@@ -160,9 +155,12 @@ mod tests {
     #[test]
     fn a_record_is_listed_under_its_smallest_matching_term() {
         let r = rec("10.0.0.5", Some("ef-host"), Some("52:54:00:ab:cd:ef"));
-        assert_eq!(listed_under(&r, "ef").as_deref(), Some("h:ef-host"));
         assert_eq!(
-            listed_under(&r, "cd:ef").as_deref(),
+            listed_under(&r, &term_prefixes("ef")).as_deref(),
+            Some("h:ef-host")
+        );
+        assert_eq!(
+            listed_under(&r, &term_prefixes("cd:ef")).as_deref(),
             Some("r:fe:dc:ba:00:45:25")
         );
     }

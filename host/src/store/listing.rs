@@ -31,11 +31,11 @@ pub struct AddressFilter {
 }
 
 impl AddressFilter {
-    fn matches(&self, r: &Record) -> bool {
+    /// Everything but `q`, which each source of rows answers itself (mostly by an index).
+    fn matches_except_q(&self, r: &Record) -> bool {
         self.addr_type.is_none_or(|t| r.addr_type == t)
             && self.active.is_none_or(|a| r.active == a)
             && self.status.is_none_or(|s| r.status == s)
-            && self.q.as_deref().is_none_or(|q| search::matches(r, q))
     }
 }
 
@@ -91,10 +91,18 @@ impl PageBuilder<'_> {
     fn offer(&mut self, rec: Record, at: Cursor) -> bool {
         self.scanned += 1;
         self.last = Some(at);
-        if self.filter.matches(&rec) {
+        if self.filter.matches_except_q(&rec) {
             self.items.push(rec);
         }
         self.stopped = self.items.len() >= self.limit || self.scanned >= MAX_SCAN;
+        !self.stopped
+    }
+
+    /// Counts a row examined and not listed, so no page examines without bound.
+    fn skip(&mut self, at: Cursor) -> bool {
+        self.scanned += 1;
+        self.last = Some(at);
+        self.stopped = self.scanned >= MAX_SCAN;
         !self.stopped
     }
 
@@ -157,6 +165,8 @@ impl Reader {
         Ok(page.finish())
     }
 
+    /// Free addresses, stored or not, in address order. `q` is checked row by row here (free
+    /// addresses are mostly not stored, so not indexed).
     /// Free addresses, stored or not, in address order.
     fn list_free(
         &self,
@@ -164,6 +174,7 @@ impl Reader {
         after: Option<IpKey>,
         page: &mut PageBuilder,
     ) -> Result<()> {
+        let q = page.filter.q.clone();
         for pool in pools {
             let layout = pool.layout()?;
             let f = layout.family;
@@ -184,6 +195,12 @@ impl Reader {
                         pool.created,
                     ),
                 };
+                if q.as_deref().is_some_and(|q| !search::matches(&rec, q)) {
+                    if !page.skip(Cursor::Address(key)) {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 if !page.offer(rec, Cursor::Address(key)) {
                     return Ok(());
                 }
@@ -212,6 +229,9 @@ impl Reader {
                             StoreError::corrupt("by_status", format!("{key} has no record"))
                         })?;
                         if q.is_some_and(|q| !search::address_matches(&rec, q)) {
+                            if !page.skip(Cursor::Address(key)) {
+                                return Ok(());
+                            }
                             continue;
                         }
                         if !page.offer(rec, Cursor::Address(key)) {
@@ -225,6 +245,9 @@ impl Reader {
                         let key = IpKey::new(fam, k.value().1);
                         let rec = decode_record(v.value())?;
                         if q.is_some_and(|q| !search::address_matches(&rec, q)) {
+                            if !page.skip(Cursor::Address(key)) {
+                                return Ok(());
+                            }
                             continue;
                         }
                         if !page.offer(rec, Cursor::Address(key)) {
@@ -254,7 +277,8 @@ impl Reader {
                         .is_ok_and(|l| l.family == key.family && l.span().contains(key.value))
                 })
         };
-        for prefix in search::term_prefixes(q) {
+        let prefixes = search::term_prefixes(q);
+        for prefix in &prefixes {
             let start = match &from {
                 Some((t, _)) if t.as_str() > prefix.as_str() && !t.starts_with(prefix.as_str()) => {
                     continue;
@@ -286,7 +310,7 @@ impl Reader {
                     Some(rec)
                         if in_pools(key)
                             && !search::address_matches(&rec, q)
-                            && search::listed_under(&rec, q).as_deref() == Some(term) =>
+                            && search::listed_under(&rec, &prefixes).as_deref() == Some(term) =>
                     {
                         Some(rec)
                     }
@@ -294,13 +318,7 @@ impl Reader {
                 };
                 let more = match listed_here {
                     Some(rec) => page.offer(rec, at),
-                    None => {
-                        // Counted against the budget, so no page examines without bound.
-                        page.scanned += 1;
-                        page.last = Some(at);
-                        page.stopped = page.scanned >= MAX_SCAN;
-                        !page.stopped
-                    }
+                    None => page.skip(at),
                 };
                 if !more {
                     return Ok(());
