@@ -1,9 +1,9 @@
-//! Admin commands (tokens) that work whether or not `weft serve` holds the database: while it
-//! runs they go through a Unix socket in the data dir (mode 0600), otherwise the command opens
-//! the database itself. Never "database locked".
+//! Admin commands (tokens, users) that work whether or not `weft serve` holds the database:
+//! while it runs they go through a Unix socket in the data dir (mode 0600), otherwise the
+//! command opens the database itself. Never "database locked".
 
 use crate::config;
-use crate::store::{Store, StoreError, TokenInfo, new_secret};
+use crate::store::{Role, Store, StoreError, TokenInfo, UserInfo, new_secret};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -15,9 +15,21 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
-    TokenCreate { name: String, read_only: bool },
+    TokenCreate {
+        name: String,
+        read_only: bool,
+    },
     TokenList,
-    TokenRevoke { name: String },
+    TokenRevoke {
+        name: String,
+    },
+    /// The password is hashed by the command that read it, so only the argon2id hash crosses
+    /// the socket and nothing that serves requests ever holds the password.
+    UserAdd {
+        name: String,
+        role: Role,
+        password_hash: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,6 +37,7 @@ pub enum AdminRequest {
 pub enum AdminResponse {
     TokenCreated { info: TokenInfo, secret: String },
     Tokens(Vec<TokenInfo>),
+    UserAdded(UserInfo),
     Done,
     Error(String),
 }
@@ -45,6 +58,14 @@ pub async fn execute(store: &Store, req: AdminRequest) -> AdminResponse {
             .write(move |w| w.revoke_token(&name))
             .await
             .map(|()| AdminResponse::Done),
+        AdminRequest::UserAdd {
+            name,
+            role,
+            password_hash,
+        } => store
+            .write(move |w| w.create_user(&name, role, &password_hash))
+            .await
+            .map(AdminResponse::UserAdded),
     };
     result.unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
 }

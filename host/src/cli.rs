@@ -24,6 +24,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage users of the web pages (works whether or not `weft serve` is running).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +48,9 @@ pub struct ServeArgs {
     /// Address to serve the API on [default: 127.0.0.1:8080]
     #[arg(long, env = "WEFT_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Mark the session cookie Secure (set this when a TLS proxy serves weft over HTTPS)
+    #[arg(long, env = "WEFT_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +73,19 @@ pub enum TokenCommand {
     /// Revoke a token by name.
     Revoke {
         name: String,
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from stdin (one line), never from the command line.
+    Add {
+        name: String,
+        /// admin (may change things) or viewer (reads only).
+        #[arg(long, default_value = "admin")]
+        role: crate::store::Role,
         #[command(flatten)]
         common: DataDirArgs,
     },

@@ -15,6 +15,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// Mark the session cookie `Secure` (see [`Config::secure_cookies`]).
+    pub secure_cookies: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,9 @@ impl FileConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Send the session cookie with `Secure`, so browsers only return it over HTTPS. weft
+    /// serves plain HTTP itself, so this is for when a TLS proxy sits in front; default off.
+    pub secure_cookies: bool,
 }
 
 impl Config {
@@ -69,6 +74,7 @@ impl Config {
                     .parse()
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
             }),
+            secure_cookies: file.secure_cookies.unwrap_or(false),
         }
     }
 
@@ -99,6 +105,14 @@ mod tests {
         let c = Config::resolve(None, None, FileConfig::default());
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn cookies_are_secure_only_when_configured() {
+        let c = Config::resolve(None, None, FileConfig::default());
+        assert!(!c.secure_cookies);
+        let file: FileConfig = toml::from_str("secure_cookies = true").unwrap();
+        assert!(Config::resolve(None, None, file).secure_cookies);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use weft::admin::{self, AdminRequest, AdminResponse};
-use weft::cli::{Cli, Command, DataDirArgs, TokenCommand};
+use weft::cli::{Cli, Command, DataDirArgs, TokenCommand, UserCommand};
 use weft::config::{Config, FileConfig};
 
 fn main() -> ExitCode {
@@ -33,10 +33,33 @@ fn config(common: DataDirArgs, listen: Option<std::net::SocketAddr>) -> Result<C
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(args) => {
-            let config = config(args.common, args.listen)?;
+            let mut config = config(args.common, args.listen)?;
+            // A flag can only turn it on; the file's `secure_cookies = true` stays on.
+            config.secure_cookies |= args.secure_cookies;
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             rt.block_on(weft::server::serve(config, weft::server::shutdown_signal()))
                 .map_err(|e| e.to_string())
+        }
+        Command::User {
+            command: UserCommand::Add { name, role, common },
+        } => {
+            let password = read_password()?;
+            let password_hash = weft::store::hash_password(&password).map_err(|e| e.to_string())?;
+            drop(password);
+            let config = config(common, None)?;
+            let req = AdminRequest::UserAdd {
+                name,
+                role,
+                password_hash,
+            };
+            match admin::run(&config.data_dir, req).map_err(|e| e.to_string())? {
+                AdminResponse::UserAdded(u) => {
+                    println!("added {} user {:?}", u.role, u.name);
+                    Ok(())
+                }
+                AdminResponse::Error(e) => Err(e),
+                other => Err(format!("unexpected answer from the server: {other:?}")),
+            }
         }
         Command::Token { command } => {
             let (common, req) = match command {
@@ -76,9 +99,24 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                 }
                 AdminResponse::Done => println!("done"),
+                AdminResponse::UserAdded(u) => println!("added user {:?}", u.name),
                 AdminResponse::Error(e) => return Err(e),
             }
             Ok(())
         }
     }
+}
+
+/// One line of stdin, without its line ending. Nothing echoes it: stdin is read as is (pipe it
+/// in, or type it into a terminal with `stty -echo`).
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err("the password (one line on stdin) must not be empty".into());
+    }
+    Ok(password)
 }

@@ -68,12 +68,14 @@ pub async fn serve(
         tokio::task::yield_now().await;
         task
     };
-    let state = AppState::new(store.clone());
+    let mut state = AppState::new(store.clone());
+    state.secure_cookies = config.secure_cookies;
     let no_tokens = store
         .read(|r| r.tokens().map(|t| t.is_empty()))
         .unwrap_or(false);
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
     tracing::info!(
-        listen = %listener.local_addr().map_err(ServeError::Serve)?,
+        listen = %local,
         data_dir = %config.data_dir.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "weft is serving"
@@ -81,7 +83,18 @@ pub async fn serve(
     if no_tokens {
         tracing::warn!("no API token exists yet: create one with `weft token create --name NAME`");
     }
+    let no_users = !store.read(|r| r.has_users()).unwrap_or(true);
+    if no_users {
+        // Logged once, by design: whoever reads this log may create the first admin.
+        let token = state.open_setup();
+        tracing::warn!(
+            "no user exists yet: create the first admin at http://{}/setup/{token} (works once, until this process stops), or with `weft user add NAME`",
+            local
+        );
+    }
     let app = web::router(state);
+    // The peer address feeds the failed-login throttle.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -15,3 +15,6 @@ mod crash;
 
 /// schemathesis, a tool no one here wrote, fuzzing the served OpenAPI document.
 mod schemathesis;
+
+/// The web pages' foundation: `weft user add` with and without a server, login, setup link.
+mod pages;

@@ -68,6 +68,8 @@ pub enum StoreError {
     Import { line: u64, reason: String },
     #[error("token name {0:?} is already taken")]
     TokenNameTaken(String),
+    #[error("user name {0:?} is already taken")]
+    UserNameTaken(String),
     #[error("{0}")]
     Invalid(String),
     #[error("cursor {0:?} is not one this API gave")]

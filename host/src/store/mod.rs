@@ -13,19 +13,25 @@ mod error;
 mod listing;
 mod pools;
 mod records;
+mod sessions;
 mod tables;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod users;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use listing::{AddressFilter, MAX_SCAN, Page};
 pub use pools::{Pool, PoolSpec, PoolStats};
 pub use records::{AddressPatch, AllocationRequest, Event, ImportRow};
+pub use sessions::{
+    ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, Session, SessionState, TOUCH_EVERY, new_session_id,
+};
 pub use tables::SCHEMA_VERSION;
 pub use tokens::new_secret;
 pub use tokens::{Token, TokenInfo};
+pub use users::{Role, UserInfo, hash_password};
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
@@ -88,6 +94,8 @@ tables! {
     token_hashes: TOKEN_HASHES<&'static [u8], &'static str>,
     devices: DEVICES<&'static str, &'static [u8]>,
     search: SEARCH<(&'static str, u8, u128), ()>,
+    users: USERS<&'static str, &'static [u8]>,
+    sessions: SESSIONS<&'static [u8], &'static [u8]>,
 }
 
 /// A consistent snapshot to read from.

@@ -10,7 +10,8 @@
 use redb::TableDefinition;
 
 /// 1: first release. 2: adds `search` (back-filled from `records`). 3: `records` values in
-/// postcard instead of JSON.
+/// postcard instead of JSON. Since 3, without a bump: `users` and `sessions` (new tables start
+/// empty and are created on open, so an older file needs no migration).
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`.
@@ -45,3 +46,7 @@ pub const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("tok
 pub const SEARCH: TableDefinition<(&str, u8, u128), ()> = TableDefinition::new("search");
 /// device id -> `Device` (JSON).
 pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// user name -> `User` (JSON, with the argon2id hash of the password, never the password).
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// SHA-256 of a session id -> `Session` (JSON). The id itself is only ever in the cookie.
+pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");

@@ -39,6 +39,15 @@ pub fn new_secret() -> String {
     format!("weft_{}", hex::encode(bytes))
 }
 
+/// The name rule of tokens and users: 1 to 64 letters, digits, '-', '_', '.' or '@'.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
 fn digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
@@ -68,12 +77,7 @@ impl Reader {
 impl Writer<'_> {
     /// Stores a token for `secret` (made by the caller with [`new_secret`]).
     pub fn create_token(&mut self, name: &str, secret: &str, read_only: bool) -> Result<TokenInfo> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-        if !ok {
+        if !valid_name(name) {
             return Err(StoreError::Invalid(
                 "token name must be 1 to 64 letters, digits, '-', '_', '.' or '@'".into(),
             ));

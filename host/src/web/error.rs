@@ -114,7 +114,7 @@ impl From<StoreError> for ApiError {
             E::NotFound(_) => (S::NOT_FOUND, "not_found"),
             E::BadCursor(_) => (S::BAD_REQUEST, "malformed"),
             E::PoolNameTaken(_) => (S::CONFLICT, "name_taken"),
-            E::TokenNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::TokenNameTaken(_) | E::UserNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::PoolOverlap { .. } => (S::CONFLICT, "pool_overlap"),
             E::PoolInUse { .. } => (S::CONFLICT, "pool_in_use"),
             E::Exhausted(_) => (S::CONFLICT, "exhausted"),
@@ -206,3 +206,48 @@ pub struct ApiQuery<T>(pub T);
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+/// A page request that cannot be answered with its page: the same statuses as the API, shown
+/// as HTML. An anonymous caller is sent to the login page instead.
+#[derive(Debug)]
+pub enum PageError {
+    /// No live session: 303 to `/login?next=<the page asked for>`.
+    SignIn { next: String },
+    /// 403: a viewer tried to change something, or a form was forged.
+    Forbidden(String),
+    /// 404.
+    NotFound,
+    /// 429: too many failed logins for this name or address.
+    TooManyAttempts,
+    /// 400: a form that does not parse.
+    BadForm(String),
+    /// Anything the API would answer: same status, message shown on the page.
+    Api(ApiError),
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        PageError::Api(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            PageError::SignIn { next } => {
+                let query =
+                    serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+                return axum::response::Redirect::to(&format!("/login?{query}")).into_response();
+            }
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            PageError::NotFound => (StatusCode::NOT_FOUND, "There is no such page.".into()),
+            PageError::TooManyAttempts => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed logins: wait a minute and try again.".into(),
+            ),
+            PageError::BadForm(m) => (StatusCode::BAD_REQUEST, format!("Malformed form: {m}")),
+            PageError::Api(e) => (e.status, e.message),
+        };
+        (status, super::pages::error_page(status, &message)).into_response()
+    }
+}

@@ -1,29 +1,37 @@
-//! The HTTP edge: one router for the JSON API, health and metrics. Handlers are thin: extract
-//! (auth, path, query, body), call the store, answer. Errors become HTTP only in `error`.
+//! The HTTP edge: one router for the JSON API, the web pages, health and metrics. Handlers are
+//! thin: extract (auth, path, query, body), call the store, answer. Errors become HTTP only in
+//! `error`. Every response carries the security headers set in [`router`].
 //!
 //! Access per route (each handler's doc comment says it again, and `tests` check it):
-//! - anonymous: `GET /healthz`, `GET /metrics`, `GET /api/v1/openapi.json`;
+//! - anonymous: `GET /healthz`, `GET /metrics`, `GET /api/v1/openapi.json`, the login and
+//!   setup pages, `/static/*`;
 //! - any token: every other `GET` under `/api`;
-//! - a write token (not read-only): every `POST`, `PUT`, `PATCH` and `DELETE` under `/api`.
+//! - a write token (not read-only): every `POST`, `PUT`, `PATCH` and `DELETE` under `/api`;
+//! - any signed-in user (session cookie): every other page `GET`, and `POST /logout`;
+//! - a signed-in admin: every other page write (with the session's CSRF token).
 
 mod addresses;
 mod auth;
 mod csv_io;
 mod error;
+mod pages;
 mod pools;
+mod session;
+mod throttle;
 
-pub use error::ApiError;
+pub use error::{ApiError, PageError};
 
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use std::time::Instant;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +43,16 @@ pub const MAX_BODY: usize = 16 << 20;
 pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// Mark the session cookie `Secure` (weft behind a TLS proxy).
+    pub secure_cookies: bool,
+    /// Session expiry and login throttling read the time here, so tests can move it.
+    pub clock: Clock,
+    pub(crate) throttle: Arc<throttle::Throttle>,
+    /// The first-run setup token: in memory only, taken when the first admin is created.
+    pub(crate) setup: Arc<std::sync::Mutex<Option<String>>>,
+    /// Password hashes computed at once: each takes 19 MiB and tens of milliseconds, so a
+    /// flood of logins waits here instead of filling memory and every blocking thread.
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -42,7 +60,41 @@ impl AppState {
         AppState {
             store,
             metrics: Arc::new(Metrics::new()),
+            secure_cookies: false,
+            clock: Clock::system(),
+            throttle: Arc::default(),
+            setup: Arc::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
+    }
+
+    /// Opens the first-run setup: returns the token of the one-time link `/setup/<token>`.
+    pub fn open_setup(&self) -> String {
+        let token = crate::store::new_session_id();
+        if let Ok(mut s) = self.setup.lock() {
+            *s = Some(token.clone());
+        }
+        token
+    }
+}
+
+/// The time, as the pages see it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(jiff::Timestamp::now))
+    }
+
+    pub fn new(f: impl Fn() -> jiff::Timestamp + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.0)()
     }
 }
 
@@ -81,6 +133,7 @@ pub fn router(state: AppState) -> Router {
     let doc = Arc::new(doc);
     Router::new()
         .merge(api)
+        .merge(pages::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(
@@ -94,8 +147,25 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        // The headers every response carries, API and errors included: no inline script or
+        // style, no framing, no MIME sniffing, no referrer to other sites.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
         .with_state(state)
 }
+
+/// Scripts, styles and images only from weft itself; never in a frame.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Readiness: the store answers a read.
 async fn healthz(State(s): State<AppState>) -> Response {

@@ -1,0 +1,109 @@
+//! The web pages: server-rendered HTML (askama templates in the workspace's `templates/`),
+//! one file per page, all sharing `layout.html` through [`Frame`]. Pages are usable without
+//! JavaScript; the only asset is the embedded stylesheet.
+
+mod dashboard;
+mod login;
+mod setup;
+
+use super::AppState;
+use super::session::{FLASH_COOKIE, SignedIn, clear_cookie, flash};
+use askama::Template;
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+/// The stylesheet, embedded so the binary serves itself.
+const CSS: &str = include_str!("weft.css");
+/// Bumped with each release, so the year-long cache never serves an old stylesheet.
+const CSS_URL: &str = concat!("/static/weft.css?v=", env!("CARGO_PKG_VERSION"));
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/static/weft.css", get(css))
+        .merge(login::router())
+        .merge(setup::router())
+        .merge(dashboard::router())
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// What `layout.html` needs from every page: who is signed in (with the CSRF token of the
+/// logout form), the flash message, and the title.
+pub struct Frame {
+    pub title: String,
+    pub user: Option<SignedIn>,
+    pub flash: Option<String>,
+    /// Which navigation entry is the current page.
+    pub section: &'static str,
+}
+
+impl Frame {
+    pub fn new(title: impl Into<String>, user: Option<SignedIn>, headers: &HeaderMap) -> Frame {
+        Frame {
+            title: title.into(),
+            user,
+            flash: flash(headers),
+            section: "",
+        }
+    }
+
+    pub fn css(&self) -> &'static str {
+        CSS_URL
+    }
+}
+
+/// Renders a page; a flash message it showed is cleared so it appears once.
+pub fn render(status: StatusCode, frame: &Frame, page: &impl Template, secure: bool) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut resp = (status, Html(html)).into_response();
+            if frame.flash.is_some() {
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, clear_cookie(FLASH_COOKIE, secure));
+            }
+            resp
+        }
+        Err(e) => super::ApiError::internal(&e).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    frame: Frame,
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// The body of an error answered to a page request.
+pub fn error_page(status: StatusCode, message: &str) -> Html<String> {
+    let page = ErrorPage {
+        frame: Frame {
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            user: None,
+            flash: None,
+            section: "",
+        },
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message,
+    };
+    // The error page has no input but a message and a status: rendering cannot fail in
+    // practice, and if it did a plain message is still an answer.
+    Html(page.render().unwrap_or_else(|_| "error".to_string()))
+}
+
+#[cfg(test)]
+mod tests;
