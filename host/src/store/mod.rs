@@ -229,19 +229,22 @@ impl Store {
         F: FnMut(&mut Writer<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Box::new(Change {
-                f,
-                out: None,
-                reply,
-            }))
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.enqueue(f)?.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The same as [`Store::write`], for callers outside an async runtime (the CLI).
     pub fn write_blocking<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut Writer<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.enqueue(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Hands a change to the writer; the receiver resolves once its batch's fate is known.
+    fn enqueue<R, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R>>>
     where
         F: FnMut(&mut Writer<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
@@ -254,7 +257,7 @@ impl Store {
                 reply,
             }))
             .map_err(|_| StoreError::Closed)?;
-        answer.blocking_recv().map_err(|_| StoreError::Closed)?
+        Ok(answer)
     }
 
     /// Checks the file's integrity (redb's own check). Needs the only handle to the database:

@@ -300,6 +300,23 @@ impl<'t> Writer<'t> {
     }
 }
 
+type FreshEntry<'a> = std::result::Result<
+    (
+        redb::AccessGuard<'a, (u64, u128)>,
+        redb::AccessGuard<'a, u128>,
+    ),
+    redb::StorageError,
+>;
+
+/// A `fresh` table entry as the run it stands for.
+fn run(e: FreshEntry<'_>) -> Result<Span> {
+    let (k, end) = e?;
+    Ok(Span {
+        start: k.value().1,
+        end: end.value(),
+    })
+}
+
 /// One pool's free index in redb: see `ipam::alloc`.
 pub(crate) struct PoolIndex<'a, 't> {
     t: &'a mut WriteTables<'t>,
@@ -311,30 +328,22 @@ impl FreeIndex for PoolIndex<'_, '_> {
 
     fn fresh_floor(&mut self, v: u128) -> Result<Option<Span>> {
         let p = self.pool;
-        match self.t.fresh.range((p, 0)..=(p, v))?.next_back() {
-            Some(e) => {
-                let (k, end) = e?;
-                Ok(Some(Span {
-                    start: k.value().1,
-                    end: end.value(),
-                }))
-            }
-            None => Ok(None),
-        }
+        self.t
+            .fresh
+            .range((p, 0)..=(p, v))?
+            .next_back()
+            .map(run)
+            .transpose()
     }
 
     fn fresh_ceil(&mut self, v: u128) -> Result<Option<Span>> {
         let p = self.pool;
-        match self.t.fresh.range((p, v)..=(p, u128::MAX))?.next() {
-            Some(e) => {
-                let (k, end) = e?;
-                Ok(Some(Span {
-                    start: k.value().1,
-                    end: end.value(),
-                }))
-            }
-            None => Ok(None),
-        }
+        self.t
+            .fresh
+            .range((p, v)..=(p, u128::MAX))?
+            .next()
+            .map(run)
+            .transpose()
     }
 
     fn fresh_insert(&mut self, span: Span) -> Result<()> {
