@@ -16,6 +16,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/", get(dashboard))
 }
 
+/// A count that fits a card: exact below ten million, else in scientific form (an IPv6 /64
+/// alone has 2^64 addresses).
+pub(crate) fn compact(n: &u64) -> String {
+    if *n < 10_000_000 {
+        n.to_string()
+    } else {
+        format!("{:.2e}", *n as f64)
+    }
+}
+
 struct PoolRow {
     pool: Pool,
     stats: PoolStats,
@@ -77,4 +87,15 @@ async fn dashboard(
         totals,
     };
     Ok(render(StatusCode::OK, &page.frame, &page, s.secure_cookies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn huge_counts_are_shown_compactly() {
+        assert_eq!(compact(&212), "212");
+        assert_eq!(compact(&18_446_744_073_709_551_614), "1.84e19");
+    }
 }
