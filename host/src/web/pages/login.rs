@@ -1,6 +1,6 @@
 //! Signing in and out: `GET /login` (the form), `POST /login`, `POST /logout`.
 
-use super::{Frame, render};
+use super::{Frame, render, render_pre_session};
 use crate::store::new_session_id;
 use crate::web::AppState;
 use crate::web::error::PageError;
@@ -52,11 +52,7 @@ async fn login_form(
         name: String::new(),
         error: None,
     };
-    let mut resp = render(StatusCode::OK, &page.frame, &page, s.secure_cookies);
-    if let Some(c) = cookie {
-        resp.headers_mut().append(header::SET_COOKIE, c);
-    }
-    resp
+    render_pre_session(&page.frame, &page, cookie, s.secure_cookies)
 }
 
 #[derive(Deserialize)]

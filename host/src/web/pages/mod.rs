@@ -10,6 +10,7 @@ use super::AppState;
 use super::session::{FLASH_COOKIE, SignedIn, clear_cookie, flash};
 use askama::Template;
 use axum::Router;
+use axum::http::HeaderValue;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -64,6 +65,21 @@ impl Frame {
 }
 
 /// Renders a page; a flash message it showed is cleared so it appears once.
+/// [`render`] for a form shown before sign-in, setting the pre-session CSRF cookie if the
+/// browser had none.
+pub fn render_pre_session(
+    frame: &Frame,
+    page: &impl Template,
+    csrf_cookie: Option<HeaderValue>,
+    secure: bool,
+) -> Response {
+    let mut resp = render(StatusCode::OK, frame, page, secure);
+    if let Some(c) = csrf_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
 pub fn render(status: StatusCode, frame: &Frame, page: &impl Template, secure: bool) -> Response {
     match page.render() {
         Ok(html) => {

@@ -2,7 +2,7 @@
 //! whose form creates the first admin and signs them in. The token lives in memory only
 //! ([`AppState::open_setup`]); once used, or once any user exists, the link is a 404.
 
-use super::{Frame, render};
+use super::{Frame, render, render_pre_session};
 use crate::store::{Role, hash_password};
 use crate::web::AppState;
 use crate::web::error::PageError;
@@ -70,11 +70,7 @@ async fn setup_form(
         name: String::new(),
         error: None,
     };
-    let mut resp = render(StatusCode::OK, &page.frame, &page, s.secure_cookies);
-    if let Some(c) = cookie {
-        resp.headers_mut().append(header::SET_COOKIE, c);
-    }
-    resp
+    render_pre_session(&page.frame, &page, cookie, s.secure_cookies)
 }
 
 #[derive(Deserialize)]
