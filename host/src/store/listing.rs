@@ -106,6 +106,14 @@ impl PageBuilder<'_> {
         !self.stopped
     }
 
+    /// A row its source matched (`Some`) or ruled out (`None`); false once the page is done.
+    fn consider(&mut self, rec: Option<Record>, at: Cursor) -> bool {
+        match rec {
+            Some(rec) => self.offer(rec, at),
+            None => self.skip(at),
+        }
+    }
+
     fn finish(self) -> Page {
         Page {
             next_cursor: if self.stopped {
@@ -195,13 +203,8 @@ impl Reader {
                         pool.created,
                     ),
                 };
-                if q.as_deref().is_some_and(|q| !search::matches(&rec, q)) {
-                    if !page.skip(Cursor::Address(key)) {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                if !page.offer(rec, Cursor::Address(key)) {
+                let listed = q.as_deref().is_none_or(|q| search::matches(&rec, q));
+                if !page.consider(listed.then_some(rec), Cursor::Address(key)) {
                     return Ok(());
                 }
             }
@@ -228,13 +231,8 @@ impl Reader {
                         let rec = load(self.t.records()?, key)?.ok_or_else(|| {
                             StoreError::corrupt("by_status", format!("{key} has no record"))
                         })?;
-                        if q.is_some_and(|q| !search::address_matches(&rec, q)) {
-                            if !page.skip(Cursor::Address(key)) {
-                                return Ok(());
-                            }
-                            continue;
-                        }
-                        if !page.offer(rec, Cursor::Address(key)) {
+                        let listed = q.is_none_or(|q| search::address_matches(&rec, q));
+                        if !page.consider(listed.then_some(rec), Cursor::Address(key)) {
                             return Ok(());
                         }
                     }
@@ -244,13 +242,8 @@ impl Reader {
                         let (k, v) = e?;
                         let key = IpKey::new(fam, k.value().1);
                         let rec = decode_record(v.value())?;
-                        if q.is_some_and(|q| !search::address_matches(&rec, q)) {
-                            if !page.skip(Cursor::Address(key)) {
-                                return Ok(());
-                            }
-                            continue;
-                        }
-                        if !page.offer(rec, Cursor::Address(key)) {
+                        let listed = q.is_none_or(|q| search::address_matches(&rec, q));
+                        if !page.consider(listed.then_some(rec), Cursor::Address(key)) {
                             return Ok(());
                         }
                     }
@@ -270,12 +263,13 @@ impl Reader {
         from: Option<(String, IpKey)>,
         page: &mut PageBuilder,
     ) -> Result<()> {
+        // The pool filter as address spans, worked out once rather than per row.
+        let bounds = scan_spans(pools, one_pool, None);
         let in_pools = |key: IpKey| {
-            !one_pool
-                || pools.iter().any(|p| {
-                    p.layout()
-                        .is_ok_and(|l| l.family == key.family && l.span().contains(key.value))
-                })
+            let f = key.family.as_u8();
+            bounds
+                .iter()
+                .any(|&(bf, a, b)| bf == f && (a..=b).contains(&key.value))
         };
         let prefixes = search::term_prefixes(q);
         for prefix in &prefixes {
@@ -306,21 +300,15 @@ impl Reader {
                 }
                 let key = IpKey::new(family(f)?, v);
                 let at = Cursor::Term(term.to_string(), key);
-                let listed_here = match load(self.t.records()?, key)? {
-                    Some(rec)
-                        if in_pools(key)
-                            && !search::address_matches(&rec, q)
-                            && search::listed_under(&rec, &prefixes).as_deref() == Some(term) =>
-                    {
-                        Some(rec)
-                    }
-                    _ => None,
+                // Outside the pool filter: ruled out before the record is even loaded.
+                let listed = match in_pools(key) {
+                    true => load(self.t.records()?, key)?.filter(|rec| {
+                        !search::address_matches(rec, q)
+                            && search::listed_under(rec, &prefixes).as_deref() == Some(term)
+                    }),
+                    false => None,
                 };
-                let more = match listed_here {
-                    Some(rec) => page.offer(rec, at),
-                    None => page.skip(at),
-                };
-                if !more {
+                if !page.consider(listed, at) {
                     return Ok(());
                 }
             }

@@ -409,24 +409,28 @@ impl Writer<'_> {
         Ok((pool, layout))
     }
 
+    /// [`Writer::change`] for an address named alone: its pool is looked up first.
+    fn change_at(
+        &mut self,
+        ip: IpAddr,
+        how: How<'_>,
+        edit: impl FnOnce(&mut Record) -> Result<()>,
+    ) -> Result<Record> {
+        let (mut pool, layout) = self.pool_of(ip)?;
+        self.change(&mut pool, &layout, ip, how, edit)
+    }
+
     /// Releases an allocated address: it goes to the back of the free line.
     pub fn release(&mut self, ip: IpAddr, actor: &str) -> Result<Record> {
-        let (mut pool, layout) = self.pool_of(ip)?;
-        self.change(
-            &mut pool,
-            &layout,
-            ip,
-            How::by(actor).dropping_dhcp(),
-            |r| {
-                if r.status != Status::Allocated {
-                    return Err(StoreError::NotAllocated {
-                        address: ip,
-                        status: r.status.as_str(),
-                    });
-                }
-                Ok(r.set_status(Status::Available)?)
-            },
-        )
+        self.change_at(ip, How::by(actor).dropping_dhcp(), |r| {
+            if r.status != Status::Allocated {
+                return Err(StoreError::NotAllocated {
+                    address: ip,
+                    status: r.status.as_str(),
+                });
+            }
+            Ok(r.set_status(Status::Available)?)
+        })
     }
 
     /// Changes status, description, owner or facts of an address.
