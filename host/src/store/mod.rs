@@ -286,7 +286,8 @@ fn create_atomically(path: &Path) -> Result<()> {
 
 fn migrate(db: &Database) -> Result<()> {
     let txn = db.begin_write()?;
-    {
+    let tables_before = txn.list_tables()?.count();
+    let changed = {
         // Opening every table creates the missing ones, so readers never meet an absent table.
         let mut t = WriteTables::open(&txn)?;
         let found = t.meta.get("schema_version")?.map(|g| g.value());
@@ -313,8 +314,14 @@ fn migrate(db: &Database) -> Result<()> {
                 }
             }
         }
+        found != Some(SCHEMA_VERSION)
+    };
+    // An up-to-date database is left untouched: no commit, so no fsync at every start.
+    if changed || txn.list_tables()?.count() != tables_before {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
     }
-    txn.commit()?;
     Ok(())
 }
 
