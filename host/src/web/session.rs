@@ -181,7 +181,6 @@ impl FromRequestParts<AppState> for SignedIn {
 }
 
 /// A signed-in admin: the access rule of every page that changes something.
-#[cfg_attr(not(test), expect(dead_code, reason = "the IPAM pages' writes use it"))]
 pub struct PageAdmin(pub SignedIn);
 
 impl FromRequestParts<AppState> for PageAdmin {
@@ -193,7 +192,6 @@ impl FromRequestParts<AppState> for PageAdmin {
     }
 }
 
-#[cfg_attr(not(test), expect(dead_code, reason = "the IPAM pages' writes use it"))]
 fn require_admin(user: &SignedIn) -> Result<(), PageError> {
     match user.role {
         Role::Admin => Ok(()),
@@ -278,7 +276,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SessionForm<T> {
 }
 
 /// A form posted by a signed-in admin: a viewer gets 403 before the body is even read.
-#[cfg_attr(not(test), expect(dead_code, reason = "the IPAM pages' writes use it"))]
 pub struct AdminForm<T> {
     pub user: SignedIn,
     pub form: T,

@@ -1,7 +1,7 @@
 //! The dashboard at `/`: every pool with its utilization and counts by status.
 
-use super::{Frame, render};
-use crate::store::{Pool, PoolStats};
+use super::{Frame, PoolRow, render};
+use crate::store::PoolStats;
 use crate::web::AppState;
 use crate::web::error::PageError;
 use crate::web::session::SignedIn;
@@ -14,34 +14,6 @@ use axum::routing::get;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/", get(dashboard))
-}
-
-/// A count that fits a card: exact below ten million, else in scientific form (an IPv6 /64
-/// alone has 2^64 addresses).
-pub(crate) fn compact(n: &u64) -> String {
-    if *n < 10_000_000 {
-        n.to_string()
-    } else {
-        format!("{:.2e}", *n as f64)
-    }
-}
-
-struct PoolRow {
-    pool: Pool,
-    stats: PoolStats,
-}
-
-impl PoolRow {
-    /// Utilization in whole percent, for the bar and its label (never 0 while something is
-    /// held, so a nearly empty pool does not look unused).
-    fn percent(&self) -> u64 {
-        let p = (self.stats.utilization * 100.0).round() as u64;
-        if p == 0 && self.stats.total > self.stats.available {
-            1
-        } else {
-            p.min(100)
-        }
-    }
 }
 
 #[derive(Template)]
@@ -80,22 +52,11 @@ async fn dashboard(
         })
         .collect();
     let mut frame = Frame::new("Dashboard", Some(user), &headers);
-    frame.section = "ipam";
+    frame.section = "dashboard";
     let page = Dashboard {
         frame,
         pools,
         totals,
     };
     Ok(render(StatusCode::OK, &page.frame, &page, s.secure_cookies))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::compact;
-
-    #[test]
-    fn huge_counts_are_shown_compactly() {
-        assert_eq!(compact(&212), "212");
-        assert_eq!(compact(&18_446_744_073_709_551_614), "1.84e19");
-    }
 }

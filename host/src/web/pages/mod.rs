@@ -1,13 +1,19 @@
 //! The web pages: server-rendered HTML (askama templates in the workspace's `templates/`),
 //! one file per page, all sharing `layout.html` through [`Frame`]. Pages are usable without
 //! JavaScript; the only asset is the embedded stylesheet.
+//!
+//! Every handler states its access rule by its extractors: [`SignedIn`] reads, `PageAdmin` or
+//! `AdminForm` change something (a viewer gets 403).
 
+mod addresses;
 mod dashboard;
 mod login;
+mod pools;
 mod setup;
 
 use super::AppState;
 use super::session::{FLASH_COOKIE, SignedIn, clear_cookie, flash};
+use crate::store::{Pool, PoolStats};
 use askama::Template;
 use axum::Router;
 use axum::http::HeaderValue;
@@ -15,8 +21,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-/// The stylesheet, embedded so the binary serves itself.
-const CSS: &str = include_str!("weft.css");
+/// The stylesheet, embedded so the binary serves itself: the shared rules, then each page's.
+const CSS: &str = concat!(
+    include_str!("weft.css"),
+    include_str!("pools.css"),
+    include_str!("addresses.css"),
+);
 /// Bumped with each release, so the year-long cache never serves an old stylesheet.
 const CSS_URL: &str = concat!("/static/weft.css?v=", env!("CARGO_PKG_VERSION"));
 
@@ -26,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .merge(login::router())
         .merge(setup::router())
         .merge(dashboard::router())
+        .merge(pools::router())
+        .merge(addresses::router())
 }
 
 async fn css() -> Response {
@@ -94,6 +106,35 @@ pub fn render(status: StatusCode, frame: &Frame, page: &impl Template, secure: b
     }
 }
 
+/// A count that fits a card: exact below ten million, else in scientific form (an IPv6 /64
+/// alone has 2^64 addresses).
+pub fn compact(n: &u64) -> String {
+    if *n < 10_000_000 {
+        n.to_string()
+    } else {
+        format!("{:.2e}", *n as f64)
+    }
+}
+
+/// A pool with its numbers, as the dashboard and the pool list show it.
+pub struct PoolRow {
+    pub pool: Pool,
+    pub stats: PoolStats,
+}
+
+impl PoolRow {
+    /// Utilization in whole percent, for the bar and its label (never 0 while something is
+    /// held, so a nearly empty pool does not look unused).
+    pub fn percent(&self) -> u64 {
+        let p = (self.stats.utilization * 100.0).round() as u64;
+        if p == 0 && self.stats.total > self.stats.available {
+            1
+        } else {
+            p.min(100)
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
@@ -123,3 +164,14 @@ pub fn error_page(status: StatusCode, message: &str) -> Html<String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod unit_tests {
+    use super::compact;
+
+    #[test]
+    fn huge_counts_are_shown_compactly() {
+        assert_eq!(compact(&212), "212");
+        assert_eq!(compact(&18_446_744_073_709_551_614), "1.84e19");
+    }
+}

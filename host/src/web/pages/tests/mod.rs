@@ -601,3 +601,7 @@ async fn anonymous_form_post_is_sent_to_login_without_a_way_back_to_the_post() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), "/login?next=%2F");
 }
+
+// Each page's own router tests, using the fixture and helpers above.
+mod addresses;
+mod pools;
