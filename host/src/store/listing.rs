@@ -20,6 +20,34 @@ use serde::Serialize;
 /// Most rows one listing request examines.
 pub const MAX_SCAN: usize = 10_000;
 
+/// Most rows one pass of [`Reader::count`] examines (a count makes at most two passes): what
+/// counting a filter no counter answers may cost.
+pub const COUNT_BUDGET: usize = 1_000;
+
+/// How many addresses match: exactly `n`, or at least `n` when `more` (counting stopped at
+/// its budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count {
+    pub n: u64,
+    pub more: bool,
+}
+
+/// Matching addresses by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    by_status: [Count; 4],
+}
+
+impl StatusCounts {
+    pub fn get(&self, s: Status) -> Count {
+        self.by_status[s.as_u8() as usize]
+    }
+
+    fn get_mut(&mut self, s: Status) -> &mut Count {
+        &mut self.by_status[s.as_u8() as usize]
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AddressFilter {
     pub pool: Option<u64>,
@@ -80,6 +108,12 @@ impl Cursor {
 struct PageBuilder<'f> {
     filter: &'f AddressFilter,
     limit: usize,
+    /// Rows examined before the page stops.
+    max_scan: usize,
+    /// False when only counting: rows are tallied in `tally`, not kept.
+    keep: bool,
+    tally: [u64; 4],
+    listed: usize,
     items: Vec<Record>,
     scanned: usize,
     last: Option<Cursor>,
@@ -92,9 +126,13 @@ impl PageBuilder<'_> {
         self.scanned += 1;
         self.last = Some(at);
         if self.filter.matches_except_q(&rec) {
-            self.items.push(rec);
+            self.listed += 1;
+            self.tally[rec.status.as_u8() as usize] += 1;
+            if self.keep {
+                self.items.push(rec);
+            }
         }
-        self.stopped = self.items.len() >= self.limit || self.scanned >= MAX_SCAN;
+        self.stopped = self.listed >= self.limit || self.scanned >= self.max_scan;
         !self.stopped
     }
 
@@ -102,7 +140,7 @@ impl PageBuilder<'_> {
     fn skip(&mut self, at: Cursor) -> bool {
         self.scanned += 1;
         self.last = Some(at);
-        self.stopped = self.scanned >= MAX_SCAN;
+        self.stopped = self.scanned >= self.max_scan;
         !self.stopped
     }
 
@@ -133,49 +171,140 @@ fn family(f: u8) -> Result<Family> {
 impl Reader {
     /// One page of addresses matching `filter`, after `cursor` (a `next_cursor` this gave).
     pub fn list(&self, filter: &AddressFilter, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        let pools = self.filter_pools(filter)?;
         let cursor = cursor.map(Cursor::parse).transpose()?;
-        let pools: Vec<Pool> = match filter.pool {
-            Some(id) => self.pool_by_id(id)?.into_iter().collect(),
-            None => self.pools()?,
-        };
         let mut page = PageBuilder {
             filter,
             limit,
+            max_scan: MAX_SCAN,
+            keep: true,
+            tally: [0; 4],
+            listed: 0,
             items: Vec::new(),
             scanned: 0,
             last: None,
             stopped: false,
         };
+        self.fill(&pools, cursor, &mut page)?;
+        Ok(page.finish())
+    }
+
+    /// The pools a filter covers.
+    fn filter_pools(&self, filter: &AddressFilter) -> Result<Vec<Pool>> {
+        Ok(match filter.pool {
+            Some(id) => self.pool_by_id(id)?.into_iter().collect(),
+            None => self.pools()?,
+        })
+    }
+
+    /// How many addresses match `filter`, by status. Exact and cheap (the pools' counters)
+    /// when the filter is at most a pool and a status; otherwise counted by listing, at most
+    /// `budget` rows examined per pass and two passes, so a count costs about as much as two
+    /// pages however large the store. A count that ran out of budget says `more`.
+    pub fn count(&self, filter: &AddressFilter, budget: usize) -> Result<StatusCounts> {
+        let wanted = |s: Status| filter.status.is_none_or(|f| f == s);
+        let pools = self.filter_pools(filter)?;
+        let mut out = StatusCounts::default();
+        if filter.addr_type.is_none() && filter.active.is_none() && filter.q.is_none() {
+            for pool in &pools {
+                let st = pool.stats();
+                for (s, n) in [
+                    (Status::Available, st.available),
+                    (Status::Allocated, st.allocated),
+                    (Status::Reserved, st.reserved),
+                    (Status::Quarantine, st.quarantine),
+                ] {
+                    if wanted(s) {
+                        let c = out.get_mut(s);
+                        c.n = c.n.saturating_add(n);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        // Free addresses that are not stored are inactive, have no hostname or MAC, and are
+        // found only through the free index; when the filter rules them out, the available
+        // ones it matches are stored records, counted with the held ones in one pass.
+        let unstored_may_match = filter.active != Some(true)
+            && filter.q.as_deref().is_none_or(|q| {
+                !address_query_spans(q, &pools, filter.pool.is_some(), None).is_empty()
+            });
+        let held_wanted = Status::ALL
+            .into_iter()
+            .any(|s| s != Status::Available && wanted(s));
+        let counted = |s: Status| wanted(s) && (s != Status::Available || !unstored_may_match);
+        let run = |status: Option<Status>| -> Result<([u64; 4], bool)> {
+            let f = AddressFilter {
+                status,
+                ..filter.clone()
+            };
+            let mut page = PageBuilder {
+                filter: &f,
+                limit: usize::MAX,
+                max_scan: budget,
+                keep: false,
+                tally: [0; 4],
+                listed: 0,
+                items: Vec::new(),
+                scanned: 0,
+                last: None,
+                stopped: false,
+            };
+            self.fill(&pools, None, &mut page)?;
+            Ok((page.tally, page.stopped))
+        };
+        if held_wanted || counted(Status::Available) {
+            // One held status: its index. Otherwise every stored record.
+            let (tally, stopped) = run(filter.status.filter(|s| *s != Status::Available))?;
+            for s in Status::ALL.into_iter().filter(|s| counted(*s)) {
+                *out.get_mut(s) = Count {
+                    n: tally[s.as_u8() as usize],
+                    more: stopped,
+                };
+            }
+        }
+        if wanted(Status::Available) && unstored_may_match {
+            let (tally, stopped) = run(Some(Status::Available))?;
+            *out.get_mut(Status::Available) = Count {
+                n: tally[Status::Available.as_u8() as usize],
+                more: stopped,
+            };
+        }
+        Ok(out)
+    }
+
+    /// Offers `page` the rows of `pools` matching its filter, after `cursor`, until it stops.
+    fn fill(&self, pools: &[Pool], cursor: Option<Cursor>, page: &mut PageBuilder) -> Result<()> {
+        let filter = page.filter;
         let after = match &cursor {
             Some(Cursor::Address(k)) => Some(*k),
             _ => None,
         };
         match (filter.status, filter.q.as_deref()) {
-            (Some(Status::Available), _) => self.list_free(&pools, after, &mut page)?,
+            (Some(Status::Available), _) => self.list_free(pools, after, page)?,
             (_, Some(q)) => {
                 if !matches!(cursor, Some(Cursor::Term(..))) {
-                    let spans = address_query_spans(q, &pools, filter.pool.is_some(), after);
-                    self.list_by_address(filter.status, &spans, Some(q), &mut page)?;
+                    let spans = address_query_spans(q, pools, filter.pool.is_some(), after);
+                    self.list_by_address(filter.status, &spans, Some(q), page)?;
                 }
                 if !page.stopped {
                     let from = match cursor {
                         Some(Cursor::Term(t, k)) => Some((t, k)),
                         _ => None,
                     };
-                    self.list_by_terms(q, &pools, filter.pool.is_some(), from, &mut page)?;
+                    self.list_by_terms(q, pools, filter.pool.is_some(), from, page)?;
                 }
             }
             (status, None) => {
-                let spans = scan_spans(&pools, filter.pool.is_some(), after);
-                self.list_by_address(status, &spans, None, &mut page)?;
+                let spans = scan_spans(pools, filter.pool.is_some(), after);
+                self.list_by_address(status, &spans, None, page)?;
             }
         }
-        Ok(page.finish())
+        Ok(())
     }
 
     /// Free addresses, stored or not, in address order. `q` is checked row by row here (free
     /// addresses are mostly not stored, so not indexed).
-    /// Free addresses, stored or not, in address order.
     fn list_free(
         &self,
         pools: &[Pool],

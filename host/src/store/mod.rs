@@ -22,9 +22,9 @@ mod users;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
-pub use listing::{AddressFilter, MAX_SCAN, Page};
+pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
 pub use pools::{Pool, PoolSpec, PoolStats};
-pub use records::{AddressPatch, AllocationRequest, Event, ImportRow};
+pub use records::{AddressPatch, AllocationRequest, Event, ImportRow, RecentEvent};
 pub use sessions::{
     ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, Session, SessionState, TOUCH_EVERY, new_session_id,
 };
@@ -86,6 +86,7 @@ tables! {
     records: RECORDS<(u8, u128), &'static [u8]>,
     by_status: BY_STATUS<(u8, u8, u128), ()>,
     history: HISTORY<(u8, u128, u64), &'static [u8]>,
+    events: EVENTS<u64, (u8, u128)>,
     fresh: FRESH<(u64, u128), u128>,
     queue: QUEUE<(u64, u8, u64), u128>,
     queued: QUEUED<(u64, u128), (u8, u64)>,
@@ -303,6 +304,9 @@ fn migrate(db: &Database) -> Result<()> {
             }
             Some(v) => {
                 // Each step runs in this transaction, with the version bump: all or nothing.
+                if v < 4 {
+                    backfill_events(&mut t)?;
+                }
                 if v < 3 {
                     reencode_records(&mut t)?;
                 }
@@ -335,6 +339,19 @@ fn reencode_records(t: &mut WriteTables<'_>) -> Result<()> {
     }
     for (k, rec) in all {
         t.records.insert(k, encode_record(&rec).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Version 4: index every history entry by its event id.
+fn backfill_events(t: &mut WriteTables<'_>) -> Result<()> {
+    let mut all = Vec::new();
+    for e in t.history.iter()? {
+        let (f, v, id) = e?.0.value();
+        all.push((id, (f, v)));
+    }
+    for (id, key) in all {
+        t.events.insert(id, key)?;
     }
     Ok(())
 }

@@ -24,6 +24,13 @@ pub struct Event {
     pub after: Option<Record>,
 }
 
+/// A change to some address, as the latest changes list it.
+#[derive(Debug, Clone)]
+pub struct RecentEvent {
+    pub address: IpAddr,
+    pub event: Event,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllocationRequest {
@@ -106,6 +113,31 @@ impl Reader {
             .range((f, key.value, 0)..=(f, key.value, u64::MAX))?
         {
             out.push(decode("history", e?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The latest `limit` changes across every address, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<RecentEvent>> {
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for e in self.t.events()?.iter()?.rev().take(limit) {
+            let (id, key) = e?;
+            let (id, (f, v)) = (id.value(), key.value());
+            let family = crate::ipam::Family::from_u8(f)
+                .ok_or_else(|| StoreError::corrupt("events", format!("family {f}")))?;
+            let event = match self.t.history()?.get((f, v, id))? {
+                Some(g) => decode("history", g.value())?,
+                None => {
+                    return Err(StoreError::corrupt(
+                        "events",
+                        format!("event {id} has no history entry"),
+                    ));
+                }
+            };
+            out.push(RecentEvent {
+                address: IpKey::new(family, v).ip(),
+                event,
+            });
         }
         Ok(out)
     }
@@ -239,6 +271,7 @@ impl Writer<'_> {
             (key.family.as_u8(), key.value, id),
             encode(&event).as_slice(),
         )?;
+        self.t.events.insert(id, (key.family.as_u8(), key.value))?;
         Ok(())
     }
 

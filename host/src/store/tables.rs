@@ -11,8 +11,9 @@ use redb::TableDefinition;
 
 /// 1: first release. 2: adds `search` (back-filled from `records`). 3: `records` values in
 /// postcard instead of JSON. Since 3, without a bump: `users` and `sessions` (new tables start
-/// empty and are created on open, so an older file needs no migration).
-pub const SCHEMA_VERSION: u64 = 3;
+/// empty and are created on open, so an older file needs no migration). 4: adds `events`
+/// (back-filled from `history`: an empty one would hide the older changes).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -28,6 +29,9 @@ pub const RECORDS: TableDefinition<(u8, u128), &[u8]> = TableDefinition::new("re
 pub const BY_STATUS: TableDefinition<(u8, u8, u128), ()> = TableDefinition::new("by_status");
 /// (family, address, event id) -> `Event` (JSON). Kept when the record goes.
 pub const HISTORY: TableDefinition<(u8, u128, u64), &[u8]> = TableDefinition::new("history");
+/// event id -> (family, address): `history` by time, so the latest changes across every
+/// address are a short reverse range instead of a scan. Written with each history entry.
+pub const EVENTS: TableDefinition<u64, (u8, u128)> = TableDefinition::new("events");
 /// (pool id, first) -> last: runs of never-handed-out addresses.
 pub const FRESH: TableDefinition<(u64, u128), u128> = TableDefinition::new("fresh");
 /// (pool id, region, release sequence) -> address: released addresses, oldest first.

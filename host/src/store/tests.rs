@@ -2,7 +2,7 @@
 //! records agree, and every change leaves an event.
 
 use super::*;
-use crate::ipam::Status;
+use crate::ipam::{AddrType, Status};
 use std::net::IpAddr;
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -320,4 +320,169 @@ async fn a_version_1_database_is_migrated_on_open() {
     };
     let page = store.read(|r| r.list(&filter, None, 10)).expect("list");
     assert_eq!(page.items.len(), 1);
+}
+
+#[tokio::test]
+async fn recent_events_are_the_latest_across_addresses_newest_first() {
+    let (_d, store) = store();
+    let s = spec("lan", "10.0.0.0/29");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
+    for actor in ["a", "b", "c"] {
+        let req = AllocationRequest::default();
+        store
+            .write(move |w| w.allocate("lan", &req, None, actor))
+            .await
+            .expect("alloc");
+    }
+    store
+        .write(|w| w.release(ip("10.0.0.2"), "d"))
+        .await
+        .expect("release");
+    let recent = store.read(|r| r.recent_events(3)).expect("recent");
+    let summary: Vec<_> = recent
+        .iter()
+        .map(|e| (e.address, e.event.actor.as_str(), e.event.action.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (ip("10.0.0.2"), "d", "release"),
+            (ip("10.0.0.4"), "c", "allocate"),
+            (ip("10.0.0.3"), "b", "allocate"),
+        ]
+    );
+    // The gateway's reservation at pool creation is an event too.
+    let all = store.read(|r| r.recent_events(100)).expect("recent");
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[4].address, ip("10.0.0.1"));
+}
+
+#[tokio::test]
+async fn a_version_3_database_gets_its_events_index_back_filled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.redb");
+    let store = Store::open(&path).expect("open");
+    let s = spec("lan", "10.0.0.0/29");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
+    let req = AllocationRequest::default();
+    store
+        .write(move |w| w.allocate("lan", &req, None, "alice"))
+        .await
+        .expect("alloc");
+    let before = store.read(|r| r.recent_events(10)).expect("recent");
+    assert_eq!(before.len(), 2);
+    store.close();
+    // Make it look like version 3: no events table.
+    {
+        let db = redb::Database::open(&path).expect("open raw");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("schema_version", 3)
+            .expect("v3");
+        txn.delete_table(EVENTS).expect("drop events");
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(&path).expect("migrates");
+    assert_eq!(
+        store.read(|r| r.schema_version()).expect("read"),
+        Some(SCHEMA_VERSION)
+    );
+    let after = store.read(|r| r.recent_events(10)).expect("recent");
+    let ids = |v: &[RecentEvent]| {
+        v.iter()
+            .map(|e| (e.address, e.event.id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    // New events go on from there.
+    store
+        .write(|w| w.release(ip("10.0.0.2"), "bob"))
+        .await
+        .expect("release");
+    let latest = store.read(|r| r.recent_events(1)).expect("recent");
+    assert_eq!(latest[0].event.actor, "bob");
+}
+
+mod counting {
+    //! Counts by status for a filter: exact from the pools' counters for a pool and a status,
+    //! counted (within a budget) for anything else.
+    use super::*;
+
+    async fn lan() -> (tempfile::TempDir, Store) {
+        let (d, store) = store();
+        let s = PoolSpec {
+            static_ranges: vec!["10.0.0.2-10.0.0.9".into()],
+            ..spec("lan", "10.0.0.0/27")
+        };
+        store
+            .write(move |w| w.create_pool(&s, "t"))
+            .await
+            .expect("pool");
+        for i in 0..6 {
+            let req = AllocationRequest {
+                hostname: Some(format!("web-{i}")),
+                ..Default::default()
+            };
+            store
+                .write(move |w| w.allocate("lan", &req, None, "t"))
+                .await
+                .expect("alloc");
+        }
+        (d, store)
+    }
+
+    fn n(c: &StatusCounts) -> [(u64, bool); 4] {
+        Status::ALL.map(|s| (c.get(s).n, c.get(s).more))
+    }
+
+    #[tokio::test]
+    async fn counts_match_the_listing() {
+        let (_d, store) = lan().await;
+        // 30 usable, the gateway reserved, 6 allocated.
+        let all = store
+            .read(|r| r.count(&AddressFilter::default(), COUNT_BUDGET))
+            .expect("count");
+        assert_eq!(n(&all), [(23, false), (6, false), (1, false), (0, false)]);
+        let held = AddressFilter {
+            status: Some(Status::Allocated),
+            ..Default::default()
+        };
+        let c = store.read(|r| r.count(&held, COUNT_BUDGET)).expect("count");
+        assert_eq!(n(&c), [(0, false), (6, false), (0, false), (0, false)]);
+        let q = AddressFilter {
+            q: Some("web-1".into()),
+            ..Default::default()
+        };
+        let c = store.read(|r| r.count(&q, COUNT_BUDGET)).expect("count");
+        assert_eq!(n(&c), [(0, false), (1, false), (0, false), (0, false)]);
+        // Static free addresses: .2-.9 minus the six allocated (allocation takes the static
+        // ranges first).
+        let st = AddressFilter {
+            addr_type: Some(AddrType::Static),
+            ..Default::default()
+        };
+        let c = store.read(|r| r.count(&st, COUNT_BUDGET)).expect("count");
+        assert_eq!(n(&c), [(2, false), (6, false), (1, false), (0, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_count_past_its_budget_says_at_least() {
+        let (_d, store) = lan().await;
+        let f = AddressFilter {
+            addr_type: Some(AddrType::Dhcp),
+            ..Default::default()
+        };
+        // Five rows examined: the free .8 and .9 are static, .10 to .12 dhcp.
+        let c = store.read(|r| r.count(&f, 5)).expect("count");
+        assert_eq!(c.get(Status::Available), Count { n: 3, more: true });
+        let c = store.read(|r| r.count(&f, 1000)).expect("count");
+        assert_eq!(c.get(Status::Available), Count { n: 21, more: false });
+    }
 }

@@ -231,6 +231,13 @@ impl From<StoreError> for PageError {
     }
 }
 
+/// A page's path that does not decode (e.g. a segment that is not UTF-8): 400, as the API.
+impl From<PathRejection> for PageError {
+    fn from(r: PathRejection) -> Self {
+        PageError::Api(r.into())
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, message) = match self {

@@ -1,6 +1,6 @@
 //! Who is signed in to the pages, and whether a form post is genuine: the session cookie, the
 //! extractors that are each page's access rule ([`SignedIn`], [`PageAdmin`]), and the CSRF
-//! checks of form posts ([`SessionForm`], [`AdminForm`], [`PreSessionForm`]).
+//! checks of form posts ([`SessionForm`], [`AdminForm`], [`AdminUpload`], [`PreSessionForm`]).
 //!
 //! CSRF: forms of a signed-in user carry the session's own token (stored with the session).
 //! The login and setup forms have no session yet: they use a double-submit cookie (a random
@@ -11,9 +11,10 @@
 //! the browser sends one) checked against the `Host` it was sent to.
 
 use super::AppState;
-use super::error::PageError;
+use super::error::{ApiError, PageError};
 use crate::store::{Role, SessionState, new_session_id};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::multipart::{Field, Multipart, MultipartError};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -25,8 +26,13 @@ pub const SESSION_COOKIE: &str = "weft_session";
 pub const CSRF_COOKIE: &str = "weft_csrf";
 pub const FLASH_COOKIE: &str = "weft_flash";
 
-/// The largest form a page accepts (file uploads will have their own limit).
+/// The largest form a page accepts (file uploads have their own limit).
 const MAX_FORM: usize = 64 << 10;
+/// The most a multipart upload may carry in all: the API's body limit, so a CSV the API
+/// imports, the page imports too.
+pub const MAX_UPLOAD: usize = super::MAX_BODY;
+/// More than any CSRF token: a longer `csrf` field is refused without reading it all.
+const MAX_TOKEN: usize = 256;
 
 /// The value of cookie `name` in the request, if any.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -238,24 +244,43 @@ struct CsrfField {
     csrf: String,
 }
 
+fn forged() -> PageError {
+    PageError::Forbidden("the form's CSRF token is missing or wrong".into())
+}
+
+/// Checks the token a form sent against the one expected (none expected: nothing passes).
+fn check_csrf(sent: &str, expected: Option<&str>) -> Result<(), PageError> {
+    let expected = expected.ok_or_else(forged)?;
+    // Both sides are random 256-bit values: compare their hashes, so timing reveals nothing.
+    use sha2::{Digest, Sha256};
+    if sent.is_empty() || Sha256::digest(sent) != Sha256::digest(expected) {
+        return Err(forged());
+    }
+    Ok(())
+}
+
 /// Reads a form body, checking its `csrf` field against `expected` before parsing the rest:
 /// a handler never sees a forged form.
 async fn read_form<T: DeserializeOwned>(
-    body: axum::body::Body,
+    body: Body,
     expected: Option<&str>,
 ) -> Result<T, PageError> {
-    let forged = || PageError::Forbidden("the form's CSRF token is missing or wrong".into());
     let bytes: Bytes = axum::body::to_bytes(body, MAX_FORM)
         .await
         .map_err(|_| PageError::BadForm("the form is too large or unreadable".into()))?;
     let sent = serde_urlencoded::from_bytes::<CsrfField>(&bytes).map_err(|_| forged())?;
-    let expected = expected.ok_or_else(forged)?;
-    // Both sides are random 256-bit values: compare their hashes, so timing reveals nothing.
-    use sha2::{Digest, Sha256};
-    if sent.csrf.is_empty() || Sha256::digest(&sent.csrf) != Sha256::digest(expected) {
-        return Err(forged());
-    }
+    check_csrf(&sent.csrf, expected)?;
     serde_urlencoded::from_bytes(&bytes).map_err(|e| PageError::BadForm(e.to_string()))
+}
+
+/// What every admin write passes before its body is read: the `Origin`, a live session, the
+/// admin role. The request comes back whole, body unread.
+async fn admin_request(req: Request, state: &AppState) -> Result<(SignedIn, Request), PageError> {
+    let (mut parts, body) = req.into_parts();
+    check_origin(&parts)?;
+    let user = SignedIn::from_request_parts(&mut parts, state).await?;
+    require_admin(&user)?;
+    Ok((user, Request::from_parts(parts, body)))
 }
 
 /// A form posted by a signed-in user, with the session's CSRF token.
@@ -284,12 +309,119 @@ pub struct AdminForm<T> {
 impl<T: DeserializeOwned> FromRequest<AppState> for AdminForm<T> {
     type Rejection = PageError;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
-        let (mut parts, body) = req.into_parts();
-        check_origin(&parts)?;
-        let user = SignedIn::from_request_parts(&mut parts, state).await?;
-        require_admin(&user)?;
-        let form = read_form(body, Some(&user.csrf)).await?;
+        let (user, req) = admin_request(req, state).await?;
+        let form = read_form(req.into_body(), Some(&user.csrf)).await?;
         Ok(AdminForm { user, form })
+    }
+}
+
+/// A `multipart/form-data` form (a file upload) posted by a signed-in admin, with the same
+/// guarantees as [`AdminForm`]: a viewer gets 403 before the body is read, and the first field
+/// must be the session's `csrf` token, checked before any other field is read. The fields are
+/// held in memory, at most [`MAX_UPLOAD`] bytes in all.
+pub struct AdminUpload {
+    pub user: SignedIn,
+    pub fields: Vec<UploadField>,
+}
+
+/// One field of an upload, in the order sent (the `csrf` field is not among them).
+pub struct UploadField {
+    pub name: String,
+    /// The file's name on the sender's side, for a file field.
+    pub file_name: Option<String>,
+    pub bytes: Bytes,
+}
+
+impl AdminUpload {
+    /// The first field called `name`.
+    pub fn field(&self, name: &str) -> Option<&UploadField> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+impl FromRequest<AppState> for AdminUpload {
+    type Rejection = PageError;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let (user, req) = admin_request(req, state).await?;
+        let fields = read_upload(req, &user.csrf).await?;
+        Ok(AdminUpload { user, fields })
+    }
+}
+
+/// Reads a multipart body whose first field must be `csrf` and match `expected`; only then
+/// are the other fields read.
+async fn read_upload(req: Request, expected: &str) -> Result<Vec<UploadField>, PageError> {
+    // Not multipart at all: there is no token to check, so it is refused as forged.
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|_| forged())?;
+    {
+        let mut first = multipart
+            .next_field()
+            .await
+            .map_err(|e| upload_error(e, forged()))?
+            .ok_or_else(forged)?;
+        if first.name() != Some("csrf") {
+            return Err(forged());
+        }
+        let sent = read_field(&mut first, MAX_TOKEN, forged, forged).await?;
+        check_csrf(
+            std::str::from_utf8(&sent).unwrap_or_default(),
+            Some(expected),
+        )?;
+    }
+    let mut fields = Vec::new();
+    let mut left = MAX_UPLOAD;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| upload_error(e, unreadable()))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let bytes = read_field(&mut field, left, too_large, unreadable).await?;
+        left -= bytes.len();
+        fields.push(UploadField {
+            name,
+            file_name,
+            bytes,
+        });
+    }
+    Ok(fields)
+}
+
+/// A field's content, at most `limit` bytes: more is the error `over`, a broken stream the
+/// error `broken` (or 413 if the whole body was too large).
+async fn read_field(
+    field: &mut Field<'_>,
+    limit: usize,
+    over: fn() -> PageError,
+    broken: fn() -> PageError,
+) -> Result<Bytes, PageError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| upload_error(e, broken()))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(over());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn unreadable() -> PageError {
+    PageError::BadForm("the upload is unreadable".into())
+}
+
+fn too_large() -> PageError {
+    PageError::Api(ApiError::too_large())
+}
+
+/// A broken upload: too large is 413 whatever the stage; otherwise `other`.
+fn upload_error(e: MultipartError, other: PageError) -> PageError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        other
     }
 }
 

@@ -1,4 +1,5 @@
-//! The dashboard at `/`: every pool with its utilization and counts by status.
+//! The dashboard at `/`: every pool with its utilization and counts by status, and the latest
+//! changes across every address.
 
 use super::{Frame, PoolRow, render};
 use crate::store::PoolStats;
@@ -22,15 +23,39 @@ struct Dashboard {
     frame: Frame,
     pools: Vec<PoolRow>,
     totals: PoolStats,
+    recent: Vec<Recent>,
 }
 
-/// Pools with utilization and counts. Any signed-in user.
+/// How many of the latest changes the dashboard lists.
+const RECENT: usize = 20;
+
+/// One of the latest changes, as the dashboard lists it.
+struct Recent {
+    at: String,
+    actor: String,
+    action: String,
+    address: String,
+}
+
+/// Pools with utilization and counts, and the latest changes. Any signed-in user.
 async fn dashboard(
     State(s): State<AppState>,
     user: SignedIn,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let pools = s.store.read(|r| r.pools())?;
+    // One snapshot: the counts and the latest changes agree.
+    let (pools, recent) = s
+        .store
+        .read(|r| Ok((r.pools()?, r.recent_events(RECENT)?)))?;
+    let recent = recent
+        .into_iter()
+        .map(|e| Recent {
+            at: super::addresses::when(e.event.at),
+            actor: e.event.actor,
+            action: e.event.action,
+            address: e.address.to_string(),
+        })
+        .collect();
     let mut totals = PoolStats {
         total: 0,
         available: 0,
@@ -57,6 +82,7 @@ async fn dashboard(
         frame,
         pools,
         totals,
+        recent,
     };
     Ok(render(StatusCode::OK, &page.frame, &page, s.secure_cookies))
 }
