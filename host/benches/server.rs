@@ -1,6 +1,6 @@
 //! The running server, end to end: durable allocations per second over loopback against the
-//! disk's raw synchronous-write rate, and listing latency and startup time on a store of a
-//! million address records.
+//! disk's raw synchronous-write rate; listing latency and startup time on a store of a million
+//! address records; and the latency of the addresses web page on that store.
 //!
 //! Run (the release binary is the caller's to build; the bench starts it as a real process):
 //!   cargo build --release -p weft && cargo bench -p weft --bench server
@@ -33,6 +33,16 @@
 //!    (`apt-get install wrk`), this part says so and is skipped. For the analysis, the same
 //!    queries are timed in-process: the store's read, the JSON encoding of the page, and the
 //!    JSON decoding of one stored record (what a scan pays per row).
+//! 4. The addresses page (issue 4), on the same server and store: a viewer is added with
+//!    `weft user add bench-viewer --role viewer` (password on stdin, through the admin socket
+//!    while `weft serve` runs) and signs in over HTTP as a browser does (`GET /login` for the
+//!    `weft_csrf` cookie and the form's `csrf` field, `POST /login`, the `weft_session` cookie
+//!    from the 303). Then `wrk --latency` with that cookie measures `GET /addresses` (first
+//!    page) and `GET /addresses?status=allocated&q=host-99` (filtered), 50 rows each, with 1
+//!    and with 64 connections, each run right after the API's run on the same rows (part 3),
+//!    which is its baseline: median, p99 and the ratio page ÷ API. Goal: p99 ≤ 15 ms. The page
+//!    is opened with the session before and after the runs (wrk would count a redirect to the
+//!    login page as a success).
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
@@ -43,7 +53,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use weft::ipam::{Record, Status};
-use weft::store::{AddressFilter, AllocationRequest, PoolSpec, SCHEMA_VERSION, Store, Writer};
+use weft::store::{
+    AddressFilter, AllocationRequest, COUNT_BUDGET, PoolSpec, SCHEMA_VERSION, Store, Writer,
+};
 
 const POOL: &str = "bench";
 const CIDR: &str = "10.0.0.0/8";
@@ -52,6 +64,19 @@ const ACTOR: &str = "bench";
 const FIXTURE_FORMAT: u32 = 1;
 const FIRST_PAGE: &str = "/api/v1/addresses?limit=50";
 const FILTERED_PAGE: &str = "/api/v1/addresses?status=allocated&q=host-99&limit=50";
+/// The same two listings as web pages (50 rows a page, like the API's `limit=50` above).
+const FIRST_ADDRESSES_PAGE: &str = "/addresses";
+const FILTERED_ADDRESSES_PAGE: &str = "/addresses?status=allocated&q=host-99";
+/// Each listing: its name, the API's URL (the baseline), the page's URL.
+const LISTINGS: [(&str, &str, &str); 2] = [
+    ("first page", FIRST_PAGE, FIRST_ADDRESSES_PAGE),
+    ("filtered", FILTERED_PAGE, FILTERED_ADDRESSES_PAGE),
+];
+/// The page user: a viewer, since a read is what is measured.
+const PAGE_USER: &str = "bench-viewer";
+const PAGE_PASSWORD: &str = "bench viewer passphrase";
+/// Issue 4's goal for the addresses page, with 1 and with 64 connections.
+const PAGE_GOAL_P99_MS: f64 = 15.0;
 
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
@@ -848,13 +873,9 @@ fn have_wrk() -> bool {
         .is_ok()
 }
 
-fn wrk(
-    server: &Server,
-    path: &str,
-    token: &str,
-    conns: usize,
-    secs: Duration,
-) -> Result<WrkResult> {
+/// `wrk --latency` on `path` with `conns` connections for `secs`; `auth` is the header line
+/// that authenticates each request (a bearer token, or a session cookie for the pages).
+fn wrk(server: &Server, path: &str, auth: &str, conns: usize, secs: Duration) -> Result<WrkResult> {
     let threads = conns.min(2);
     let url = server.url(path);
     let (c0, w0, t0) = (
@@ -872,7 +893,7 @@ fn wrk(
             "--timeout",
             "30s",
             "-H",
-            &format!("Authorization: Bearer {token}"),
+            auth,
             &url,
         ])
         .output()
@@ -907,6 +928,9 @@ struct ListAnalysis {
     /// The same reads in CPU time of the reading thread.
     read_cpu: Vec<Duration>,
     encode: Vec<Duration>,
+    /// What the addresses page reads on top of the API's page: the counts by status for the
+    /// same filter (`Reader::count` with the page's `COUNT_BUDGET`).
+    count: Vec<Duration>,
 }
 
 struct Startup {
@@ -936,6 +960,9 @@ struct ListingResults {
     db_bytes: u64,
     startups: Vec<Startup>,
     scenarios: Option<Vec<Scenario>>,
+    /// The addresses page, the same listings (None without wrk; an error if the page user
+    /// could not sign in or a run failed).
+    pages: Option<Result<Vec<Scenario>>>,
     analysis: Vec<ListAnalysis>,
     /// JSON decoding of one stored record (median of many), what a scan pays per row.
     decode_one: Option<Duration>,
@@ -1025,33 +1052,57 @@ fn listing_part(bin: &Path, work: &Path, sizes: Sizes) -> Result<ListingResults>
         );
     }
 
-    let scenarios = if have_wrk() {
-        let mut out = Vec::new();
-        for (name, path) in [("first page", FIRST_PAGE), ("filtered", FILTERED_PAGE)] {
-            for conns in [1, 64] {
-                let r = wrk(&server, path, &token, conns, sizes.secs)?;
-                println!(
-                    "    wrk {name}, {conns} conn: p50 {}, p99 {}, {:.0} req/s, {} requests, {} errors; \
-                     server CPU {} per request; cores busy: server {:.2}, wrk {:.2} (of {})",
-                    fmt_ms(r.p50),
-                    fmt_ms(r.p99),
-                    r.rps,
-                    r.requests,
-                    r.errors,
-                    per_op_us(r.server_cpu, r.requests as usize),
-                    r.server_cpu.unwrap_or_default().as_secs_f64() / r.elapsed.as_secs_f64(),
-                    r.wrk_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
-                    std::thread::available_parallelism().map_or(0, |n| n.get())
-                );
-                out.push(Scenario { name, conns, r });
+    // The pages' visitor: a viewer added while the server runs (through its admin socket),
+    // signed in over HTTP as a browser is.
+    let session = page_session(bin, &data_dir, &server);
+    match &session {
+        Ok(cookie) => {
+            for path in [FIRST_ADDRESSES_PAGE, FILTERED_ADDRESSES_PAGE] {
+                let (rows, bytes) = page_rows(&server, path, cookie)?;
+                println!("    GET {path} as {PAGE_USER}: {rows} rows, {bytes} bytes");
             }
         }
-        Some(out)
+        Err(e) => println!("    the pages cannot be measured: {e:#}"),
+    }
+
+    let (scenarios, pages) = if have_wrk() {
+        let bearer = format!("Authorization: Bearer {token}");
+        let mut api = Vec::new();
+        let mut pages = Vec::new();
+        let mut page_error = None;
+        // Each page right after the API call it is compared with: the ratio is of the same
+        // minutes on a shared machine.
+        for (name, api_path, page_path) in LISTINGS {
+            for conns in [1, 64] {
+                let r = wrk(&server, api_path, &bearer, conns, sizes.secs)?;
+                print_wrk("API", name, conns, &r);
+                api.push(Scenario { name, conns, r });
+                if let (Ok(cookie), None) = (&session, &page_error) {
+                    let auth = format!("Cookie: weft_session={cookie}");
+                    match wrk(&server, page_path, &auth, conns, sizes.secs) {
+                        Ok(r) => {
+                            print_wrk("page", name, conns, &r);
+                            pages.push(Scenario { name, conns, r });
+                        }
+                        Err(e) => page_error = Some(e),
+                    }
+                }
+            }
+        }
+        let pages = match (session, page_error) {
+            (Err(e), _) | (_, Some(e)) => Err(e),
+            // wrk counts a redirect as a success: the session must still open the page now,
+            // or what was measured may have been 303s to the login page.
+            (Ok(cookie), None) => page_rows(&server, FIRST_ADDRESSES_PAGE, &cookie)
+                .context("after the runs")
+                .map(|_| pages),
+        };
+        (Some(api), Some(pages))
     } else {
         println!(
             "    wrk is not installed: listing latency SKIPPED (install it: apt-get install wrk)"
         );
-        None
+        (None, None)
     };
     server.stop()?;
 
@@ -1088,6 +1139,7 @@ fn listing_part(bin: &Path, work: &Path, sizes: Sizes) -> Result<ListingResults>
         let mut read = Vec::new();
         let mut read_cpu = Vec::new();
         let mut encode = Vec::new();
+        let mut count = Vec::new();
         let mut last = None;
         for _ in 0..reps.max(5) {
             let (t, c) = (Instant::now(), thread_cpu());
@@ -1097,11 +1149,15 @@ fn listing_part(bin: &Path, work: &Path, sizes: Sizes) -> Result<ListingResults>
             let t = Instant::now();
             let bytes = serde_json::to_vec(&page)?;
             encode.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(store.read(|r| r.count(&filter, COUNT_BUDGET))?);
+            count.push(t.elapsed());
             last = Some((page, bytes.len()));
         }
         read.sort();
         read_cpu.sort();
         encode.sort();
+        count.sort();
         let (page, bytes) = last.ok_or_else(|| anyhow!("no page"))?;
         if decode_one.is_none()
             && let Some(rec) = page.items.first()
@@ -1125,6 +1181,7 @@ fn listing_part(bin: &Path, work: &Path, sizes: Sizes) -> Result<ListingResults>
             read,
             read_cpu,
             encode,
+            count,
         });
     }
     store.close();
@@ -1133,6 +1190,7 @@ fn listing_part(bin: &Path, work: &Path, sizes: Sizes) -> Result<ListingResults>
         db_bytes,
         startups,
         scenarios,
+        pages,
         analysis,
         decode_one,
         empty_read,
@@ -1140,30 +1198,192 @@ fn listing_part(bin: &Path, work: &Path, sizes: Sizes) -> Result<ListingResults>
     })
 }
 
-fn http_get(server: &Server, path: &str, token: &str) -> Result<String> {
-    let mut s = TcpStream::connect(server.addr)?;
+/// An answer read by [`raw_http`].
+struct RawResponse {
+    status: u16,
+    /// Header lines as they came, `(name, value)`.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl RawResponse {
+    /// The value of cookie `name` set by this answer (`Set-Cookie: name=value; ...`).
+    fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(h, _)| h.eq_ignore_ascii_case("set-cookie"))
+            .find_map(|(_, v)| v.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.split(';').next())
+    }
+}
+
+/// One HTTP/1.1 request on a new connection (`Connection: close`), with extra header lines
+/// and an optional `(content type, body)`.
+fn raw_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<(&str, &str)>,
+) -> Result<RawResponse> {
+    let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-        server.addr
-    )?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if let Some((content_type, body)) = body {
+        req.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some((_, body)) = body {
+        req.push_str(body);
+    }
+    s.write_all(req.as_bytes())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let (head, body) = resp
         .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no HTTP answer"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+        .ok_or_else(|| anyhow!("{method} {path}: no HTTP answer"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("{method} {path}: no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    // axum answers whole bodies with Content-Length; a chunked one would need unchunking.
+    if headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    }) {
+        bail!("{method} {path}: unexpected chunked answer");
     }
-    // axum answers small bodies with Content-Length; a chunked one would need unchunking.
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        bail!("GET {path}: unexpected chunked answer");
+    Ok(RawResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+fn http_get(server: &Server, path: &str, token: &str) -> Result<String> {
+    let resp = raw_http(
+        server.addr,
+        "GET",
+        path,
+        &[format!("Authorization: Bearer {token}")],
+        None,
+    )?;
+    if resp.status != 200 {
+        bail!("GET {path}: {} {}", resp.status, resp.body);
     }
-    Ok(body.to_string())
+    Ok(resp.body)
+}
+
+/// Adds the page user to a running server's data dir (`weft user add`, password on stdin, over
+/// the admin socket) and signs in; returns the `weft_session` cookie's value.
+fn page_session(bin: &Path, data_dir: &Path, server: &Server) -> Result<String> {
+    let mut child = weft_cmd(bin)
+        .args(["user", "add", PAGE_USER, "--role", "viewer", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running weft user add")?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin for weft user add"))?
+        .write_all(format!("{PAGE_PASSWORD}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "weft user add failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    login(server, PAGE_USER, PAGE_PASSWORD)
+}
+
+/// Signs in as a browser does: `GET /login` gives the `weft_csrf` cookie and the form's hidden
+/// `csrf` field, `POST /login` sends both back with the name and password and answers 303 with
+/// the `weft_session` cookie. Returns that cookie's value.
+fn login(server: &Server, name: &str, password: &str) -> Result<String> {
+    let form = raw_http(server.addr, "GET", "/login", &[], None)?;
+    if form.status != 200 {
+        bail!("GET /login: {}", form.status);
+    }
+    let csrf_cookie = form
+        .set_cookie("weft_csrf")
+        .ok_or_else(|| anyhow!("GET /login set no weft_csrf cookie"))?;
+    let csrf = hidden_field(&form.body, "csrf")
+        .ok_or_else(|| anyhow!("no csrf field in the login form"))?;
+    let body =
+        serde_urlencoded::to_string([("csrf", csrf), ("name", name), ("password", password)])?;
+    let resp = raw_http(
+        server.addr,
+        "POST",
+        "/login",
+        &[format!("Cookie: weft_csrf={csrf_cookie}")],
+        Some(("application/x-www-form-urlencoded", &body)),
+    )?;
+    if resp.status != 303 {
+        bail!("POST /login as {name}: {} {}", resp.status, resp.body);
+    }
+    resp.set_cookie("weft_session")
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("POST /login set no weft_session cookie"))
+}
+
+/// The value of the form field `name="NAME" value="..."` in a page.
+fn hidden_field<'a>(html: &'a str, name: &str) -> Option<&'a str> {
+    let field = format!("name=\"{name}\" value=\"");
+    let rest = &html[html.find(&field)? + field.len()..];
+    rest.split('"').next()
+}
+
+/// Opens a page with the session; checks it is the addresses table (a 303 would be the login
+/// page) and returns its rows and size.
+fn page_rows(server: &Server, path: &str, session: &str) -> Result<(usize, usize)> {
+    let resp = raw_http(
+        server.addr,
+        "GET",
+        path,
+        &[format!("Cookie: weft_session={session}")],
+        None,
+    )?;
+    if resp.status != 200 {
+        bail!("GET {path} with the session: {}", resp.status);
+    }
+    if !resp.body.contains("class=\"addresses\"") {
+        bail!("GET {path}: no addresses table in the page");
+    }
+    let rows = resp.body.matches("<td><a href=\"/addresses/").count();
+    Ok((rows, resp.body.len()))
+}
+
+fn print_wrk(what: &str, name: &str, conns: usize, r: &WrkResult) {
+    println!(
+        "    wrk {what} {name}, {conns} conn: p50 {}, p99 {}, {:.0} req/s, {} requests, {} errors; \
+         server CPU {} per request; cores busy: server {:.2}, wrk {:.2} (of {})",
+        fmt_ms(r.p50),
+        fmt_ms(r.p99),
+        r.rps,
+        r.requests,
+        r.errors,
+        per_op_us(r.server_cpu, r.requests as usize),
+        r.server_cpu.unwrap_or_default().as_secs_f64() / r.elapsed.as_secs_f64(),
+        r.wrk_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1380,9 +1600,102 @@ fn print_summary(sizes: Sizes, durable: &Result<DurableResults>, listing: &Resul
             }
         }
     }
+    println!();
+    match listing {
+        Err(_) => println!("4. The addresses page: not measured (the listing part failed)"),
+        Ok(l) => print_pages(l),
+    }
     println!(
         "============================================================================================"
     );
+}
+
+/// Issue 4's figure: the addresses page's latency, against the API's on the same rows.
+fn print_pages(l: &ListingResults) {
+    println!(
+        "4. The addresses page with {} records, over loopback, signed in as a viewer",
+        l.records
+    );
+    for (name, api, page) in LISTINGS {
+        println!("   {name:<11} GET {page}   (API baseline: GET {api}, the same 50 rows)");
+    }
+    let (Some(api), Some(pages)) = (&l.scenarios, &l.pages) else {
+        println!("   wrk is not installed: SKIPPED (apt-get install wrk)");
+        return;
+    };
+    let pages = match pages {
+        Ok(p) => p,
+        Err(e) => {
+            println!("   FAILED: {e:#}");
+            return;
+        }
+    };
+    println!();
+    println!(
+        "   {:<12} {:>8} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9}  verdict",
+        "page",
+        "clients",
+        "p50",
+        "p99",
+        "req/s",
+        "goal p99",
+        "API p50",
+        "API p99",
+        "×API p50",
+        "×API p99"
+    );
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    for p in pages {
+        let Some(base) = api.iter().find(|a| a.name == p.name && a.conns == p.conns) else {
+            continue;
+        };
+        let mut v = verdict(ms(p.r.p99) <= PAGE_GOAL_P99_MS).to_string();
+        if p.r.errors > 0 {
+            v.push_str(&format!(" ({} errors!)", p.r.errors));
+        }
+        println!(
+            "   {:<12} {:>8} {:>10} {:>10} {:>8.0} {:>5} ms {:>10} {:>10} {:>8.1}× {:>8.1}×  {}",
+            p.name,
+            p.conns,
+            fmt_ms(p.r.p50),
+            fmt_ms(p.r.p99),
+            p.r.rps,
+            PAGE_GOAL_P99_MS,
+            fmt_ms(base.r.p50),
+            fmt_ms(base.r.p99),
+            ratio(p.r.p50, base.r.p50),
+            ratio(p.r.p99, base.r.p99),
+            v
+        );
+    }
+    println!();
+    for (name, _, _) in LISTINGS {
+        let get = |c: usize| pages.iter().find(|s| s.name == name && s.conns == c);
+        if let (Some(a), Some(b)) = (get(1), get(64)) {
+            println!(
+                "   addresses page, {name}, median/p99: 1 client {} / {}, 64 clients {} / {} \
+                 (goal p99 ≤ {PAGE_GOAL_P99_MS} ms: {})",
+                fmt_ms(a.r.p50),
+                fmt_ms(a.r.p99),
+                fmt_ms(b.r.p50),
+                fmt_ms(b.r.p99),
+                verdict(ms(a.r.p99.max(b.r.p99)) <= PAGE_GOAL_P99_MS)
+            );
+        }
+    }
+    println!(
+        "   analysis, in-process: what the page reads beyond the API's page, the counts by status \
+         of its filter (budget {COUNT_BUDGET} rows):"
+    );
+    for a in &l.analysis {
+        println!(
+            "   {:<12} counts p50 {} p99 {} (the page of rows itself: p50 {})",
+            a.name,
+            fmt_ms(pct(&a.count, 0.5)),
+            fmt_ms(pct(&a.count, 0.99)),
+            fmt_ms(pct(&a.read, 0.5)),
+        );
+    }
 }
 
 fn main() {

@@ -18,3 +18,6 @@ mod schemathesis;
 
 /// The web pages' foundation: `weft user add` with and without a server, login, setup link.
 mod pages;
+
+/// The IPAM pages in headless Chromium over WebDriver, with a screenshot of every page.
+mod browser;

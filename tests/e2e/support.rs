@@ -44,7 +44,8 @@ pub fn create_token(data_dir: &Path, name: &str, read_only: bool) -> String {
         .to_string()
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -128,6 +129,34 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the server logged so far, across restarts (one log file per port).
+    pub fn log_text(&self) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("the server's dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("serve-"))
+            })
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
+    /// The path of the one-time setup link (`/setup/<token>`) that a server on a data dir with
+    /// no user logs, if it did.
+    pub fn setup_path(&self) -> Option<String> {
+        let log = self.log_text();
+        let token: String = log[log.find("/setup/")? + "/setup/".len()..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        (!token.is_empty()).then(|| format!("/setup/{token}"))
     }
 
     /// A request with the admin token.

@@ -37,6 +37,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tables::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -102,6 +103,16 @@ tables! {
 /// A consistent snapshot to read from.
 pub struct Reader {
     pub(crate) t: ReadTables,
+    generation: u64,
+}
+
+impl Reader {
+    /// The store's generation when this snapshot began: it holds every change committed up
+    /// to that generation (and maybe later ones). Equal generations mean nothing was written
+    /// in between, so a result derived from a snapshot can be reused while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// One change in progress, inside a write transaction shared with other changes of its batch.
@@ -175,6 +186,8 @@ pub struct Store {
     db: Arc<Database>,
     jobs: mpsc::UnboundedSender<Box<dyn Job>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Committed write transactions so far (see [`Reader::generation`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -194,14 +207,17 @@ impl Store {
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
+        let generation = Arc::new(AtomicU64::new(0));
+        let committed = generation.clone();
         let writer = std::thread::Builder::new()
             .name("weft-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || writer_loop(&writer_db, rx, &committed))
             .map_err(|e| StoreError::Db(Arc::new(redb::Error::Io(e))))?;
         Ok(Store {
             db,
             jobs,
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+            generation,
         })
     }
 
@@ -217,8 +233,11 @@ impl Store {
 
     /// Runs `f` on a fresh snapshot.
     pub fn read<R>(&self, f: impl FnOnce(&Reader) -> Result<R>) -> Result<R> {
+        // Read before the snapshot begins: the snapshot then holds at least this generation.
+        let generation = self.generation.load(Ordering::Acquire);
         let reader = Reader {
             t: ReadTables::new(self.db.begin_read()?),
+            generation,
         };
         f(&reader)
     }
@@ -375,7 +394,11 @@ fn backfill_search(t: &mut WriteTables<'_>) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>) {
+fn writer_loop(
+    db: &Database,
+    mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    generation: &AtomicU64,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -389,6 +412,8 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>) {
             match run_batch(db, &mut batch) {
                 Ok(Some(i)) => failed.push(batch.remove(i)),
                 Ok(None) => {
+                    // Before the answers: a caller that reads after its write sees it counted.
+                    generation.fetch_add(1, Ordering::Release);
                     for job in batch.drain(..) {
                         job.finish(Ok(()));
                     }

@@ -486,3 +486,23 @@ mod counting {
         assert_eq!(c.get(Status::Available), Count { n: 21, more: false });
     }
 }
+
+#[tokio::test]
+async fn the_generation_moves_with_every_commit_and_only_then() {
+    let (_d, store) = store();
+    let generation = || store.read(|r| Ok(r.generation())).expect("read");
+    let before = generation();
+    assert_eq!(generation(), before, "a read is not a change");
+    let s = spec("lan", "10.0.0.0/24");
+    store
+        .write(move |w| w.create_pool(&s, "t"))
+        .await
+        .expect("pool");
+    let after = generation();
+    assert!(after > before, "a committed change is a new generation");
+    let failed = store
+        .write(|w| w.allocate("nope", &AllocationRequest::default(), None, "t"))
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(generation(), after, "a failed change commits nothing");
+}

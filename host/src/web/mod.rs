@@ -53,6 +53,8 @@ pub struct AppState {
     /// Password hashes computed at once: each takes 19 MiB and tens of milliseconds, so a
     /// flood of logins waits here instead of filling memory and every blocking thread.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    /// The address pages' counts per filter, while the store is unchanged.
+    pub(crate) counts: Arc<pages::CountMemo>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             clock: Clock::system(),
             throttle: Arc::default(),
             setup: Arc::default(),
+            counts: Arc::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),

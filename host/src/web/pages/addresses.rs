@@ -277,6 +277,40 @@ impl ListPage {
 }
 
 /// What one read of the table gives: rows, counts, pool names, the next cursor.
+/// Counts by filter, reused while nothing is written: counting a filtered view examines up
+/// to two budgets of rows (about a millisecond), and a busy view is asked for again and again.
+#[derive(Default)]
+pub struct CountMemo {
+    by_filter: std::sync::Mutex<HashMap<String, (u64, StatusCounts)>>,
+}
+
+/// Filters remembered at once; beyond that the memo starts over.
+const MEMO_ENTRIES: usize = 256;
+
+impl CountMemo {
+    fn get_or(
+        &self,
+        filter: &AddressFilter,
+        generation: u64,
+        count: impl FnOnce() -> crate::store::Result<StatusCounts>,
+    ) -> crate::store::Result<StatusCounts> {
+        let key = format!("{filter:?}");
+        let lock = || self.by_filter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, counts)) = lock().get(&key)
+            && *g == generation
+        {
+            return Ok(*counts);
+        }
+        let counts = count()?;
+        let mut memo = lock();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(key, (generation, counts));
+        Ok(counts)
+    }
+}
+
 struct Listing {
     rows: Vec<Row>,
     counts: StatusCounts,
@@ -292,6 +326,7 @@ async fn read_listing(
     cursor: Option<String>,
 ) -> Result<Listing, PageError> {
     let store = s.store.clone();
+    let memo = s.counts.clone();
     let read = tokio::task::spawn_blocking(move || {
         store.read(|r| {
             let filter = match filters.resolve(r)? {
@@ -301,7 +336,7 @@ async fn read_listing(
             let all = r.pools()?;
             let names: HashMap<u64, String> = all.iter().map(|p| (p.id, p.name.clone())).collect();
             let page = r.list(&filter, cursor.as_deref(), PAGE_ROWS)?;
-            let counts = r.count(&filter, COUNT_BUDGET)?;
+            let counts = memo.get_or(&filter, r.generation(), || r.count(&filter, COUNT_BUDGET))?;
             let rows = page
                 .items
                 .into_iter()

@@ -11,6 +11,8 @@ mod login;
 mod pools;
 mod setup;
 
+pub use addresses::CountMemo;
+
 use super::AppState;
 use super::session::{FLASH_COOKIE, SignedIn, clear_cookie, flash};
 use crate::store::{Pool, PoolStats};
