@@ -1,5 +1,6 @@
 //! The command line. Every option also reads a `WEFT_*` environment variable.
 
+use crate::plugins::World;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,46 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Write, check and list plugins (WebAssembly components; see plugins/README.md).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write a ready-to-build crate for a new plugin into DIR/NAME/.
+    New {
+        name: String,
+        /// node-selector, ping-check or ipam-sync.
+        #[arg(long, value_parser = parse_world)]
+        world: World,
+        /// Where to create the crate's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Check a component: the world and contract version it targets, what it imports, and
+    /// whether this weft loads it.
+    Check {
+        file: PathBuf,
+        /// The world its manifest will declare [default: the one it exports]
+        #[arg(long, value_parser = parse_world)]
+        world: Option<World>,
+    },
+    /// List the plugins installed in the data dir (DATA_DIR/plugins/NAME/) and whether each
+    /// loads.
+    List {
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
+}
+
+fn parse_world(text: &str) -> Result<World, String> {
+    World::ALL
+        .into_iter()
+        .find(|w| w.as_str() == text)
+        .ok_or_else(|| format!("{text:?} is not a world: node-selector, ping-check or ipam-sync"))
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod ipam;
 pub mod metrics;
+pub mod placement;
+pub mod plugins;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use weft::admin::{self, AdminRequest, AdminResponse};
-use weft::cli::{Cli, Command, DataDirArgs, TokenCommand, UserCommand};
+use weft::cli::{PluginCommand, Cli, Command, DataDirArgs, TokenCommand, UserCommand};
 use weft::config::{Config, FileConfig};
 
 fn main() -> ExitCode {
@@ -32,6 +32,7 @@ fn config(common: DataDirArgs, listen: Option<std::net::SocketAddr>) -> Result<C
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Plugin { command } => plugin(command),
         Command::Serve(args) => {
             let mut config = config(args.common, args.listen)?;
             // A flag can only turn it on; the file's `secure_cookies = true` stays on.
@@ -101,6 +102,55 @@ fn run(cli: Cli) -> Result<(), String> {
                 AdminResponse::Done => println!("done"),
                 AdminResponse::UserAdded(u) => println!("added user {:?}", u.name),
                 AdminResponse::Error(e) => return Err(e),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn plugin(command: PluginCommand) -> Result<(), String> {
+    use weft::plugins::{State, check, scaffold};
+    match command {
+        PluginCommand::New { name, world, dir } => {
+            let files = scaffold::scaffold(&dir, &name, world).map_err(|e| e.to_string())?;
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "build it: cd {} && cargo build --release --target wasm32-wasip2",
+                dir.join(&name).display()
+            );
+            Ok(())
+        }
+        PluginCommand::Check { file, world } => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let report = check::check(&bytes, world).map_err(|e| e.to_string())?;
+            println!("{report}");
+            match report.refused {
+                None => Ok(()),
+                Some(_) => Err(format!("{} would be refused", file.display())),
+            }
+        }
+        PluginCommand::List { common } => {
+            let config = config(common, None)?;
+            let host = weft::plugins::PluginHost::new(
+                vec![config.data_dir.join("plugins")],
+                Some(config.data_dir.join("plugin-cache")),
+            )
+            .map_err(|e| e.to_string())?;
+            let plugins = host.list();
+            if plugins.is_empty() {
+                println!("no plugins in {}", config.data_dir.join("plugins").display());
+            }
+            for p in plugins {
+                let world = p.world.map(|w| w.as_str()).unwrap_or("?");
+                let state = match &p.state {
+                    State::Loaded => "loaded".to_string(),
+                    State::Failing { last } => format!("failing: {last}"),
+                    State::Refused { reason } => format!("refused: {reason}"),
+                };
+                println!("{:<24} {:<14} {:<10} {state}", p.name, world, p.version.as_deref().unwrap_or("-"));
             }
             Ok(())
         }

@@ -79,3 +79,27 @@ fn only_the_edge_knows_http() {
         "only web/ and server.rs know axum",
     );
 }
+
+#[test]
+fn only_the_plugin_host_runs_webassembly() {
+    let files: Vec<_> = sources(&src())
+        .into_iter()
+        .filter(|(p, _)| !p.contains("/plugins/") && !p.ends_with("tidy.rs"))
+        .collect();
+    assert_none(
+        &files,
+        &["wasmtime", "use wasmtime"],
+        "only plugins/ knows wasmtime; the rest calls plugins through PluginHost",
+    );
+}
+
+#[test]
+fn plugins_know_nothing_of_the_store_or_http() {
+    let files = sources(&src().join("plugins"));
+    assert!(!files.is_empty());
+    assert_none(
+        &files,
+        &["redb::", "axum::", "crate::web"],
+        "the plugin host is reached through its own API; what a plugin may touch in IPAM goes through grants",
+    );
+}

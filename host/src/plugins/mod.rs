@@ -1,0 +1,26 @@
+//! Plugins: WebAssembly components that users write, run by wasmtime in a sandbox.
+//!
+//! - `manifest`: `plugin.toml`, what a plugin is and may do.
+//! - `grants`: the one decision on whether a plugin may reach outside its sandbox.
+//! - `bindings`: Rust bindings of `wit/plugin.wit`.
+//! - `runtime`: the engine, compile cache, contract check and pre-instantiation.
+//! - `call`: one call's store, limits and the host's side of the imports.
+//! - `select`: calling a `node-selector`, its candidates copied in one pass.
+//! - `registry`: the loaded plugins, their states, reload, and calls by name.
+//! - `scaffold`: `weft plugin new`, a ready-to-build crate for a new plugin.
+
+pub mod bindings;
+pub mod call;
+pub mod check;
+pub mod grants;
+pub mod manifest;
+pub mod registry;
+pub mod runtime;
+pub mod scaffold;
+pub mod select;
+
+pub use manifest::{Manifest, World};
+pub use registry::{PluginError, PluginHost, State, Status};
+
+#[cfg(test)]
+mod tests;
