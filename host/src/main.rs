@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use weft::admin::{self, AdminRequest, AdminResponse};
-use weft::cli::{PluginCommand, Cli, Command, DataDirArgs, TokenCommand, UserCommand};
+use weft::cli::{Cli, Command, DataDirArgs, PluginCommand, TokenCommand, UserCommand};
 use weft::config::{Config, FileConfig};
 
 fn main() -> ExitCode {
@@ -141,7 +141,10 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
             let plugins = host.list();
             if plugins.is_empty() {
-                println!("no plugins in {}", config.data_dir.join("plugins").display());
+                println!(
+                    "no plugins in {}",
+                    config.data_dir.join("plugins").display()
+                );
             }
             for p in plugins {
                 let world = p.world.map(|w| w.as_str()).unwrap_or("?");
@@ -150,7 +153,12 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                     State::Failing { last } => format!("failing: {last}"),
                     State::Refused { reason } => format!("refused: {reason}"),
                 };
-                println!("{:<24} {:<14} {:<10} {state}", p.name, world, p.version.as_deref().unwrap_or("-"));
+                println!(
+                    "{:<24} {:<14} {:<10} {state}",
+                    p.name,
+                    world,
+                    p.version.as_deref().unwrap_or("-")
+                );
             }
             Ok(())
         }
