@@ -212,10 +212,7 @@ fn main() {
     )
     .expect("manifest");
     let (compiled, _) = runtime.compile(&least_loaded).expect("compile");
-    let Prepared::NodeSelector(pre) = runtime.prepare(&compiled, manifest.world).expect("prepare")
-    else {
-        unreachable!("prepared for the node-selector world");
-    };
+    let Prepared::NodeSelector(pre) = runtime.prepare(&compiled, manifest.world).expect("prepare");
     let info = std::sync::Arc::new(PluginInfo {
         name: manifest.name.clone(),
         world: manifest.world,
@@ -267,10 +264,7 @@ fn main() {
     });
     let (compiled, _) = runtime.compile(&component("compute")).expect("compile");
     let Prepared::NodeSelector(compute_pre) =
-        runtime.prepare(&compiled, compute.world).expect("prepare")
-    else {
-        unreachable!("prepared for the node-selector world");
-    };
+        runtime.prepare(&compiled, compute.world).expect("prepare");
     let mut answer = None;
     let wasm = times(runs, || {
         let mut store = call::store(runtime.engine(), &compute_info);

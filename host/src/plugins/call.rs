@@ -105,27 +105,12 @@ pub fn store(engine: &Engine, plugin: &Arc<PluginInfo>) -> Store<CallState> {
     store
 }
 
-/// The linker of a world: empty WASI, plus exactly the world's own imports.
-pub fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<CallState>> {
+/// The linker of the node-selector world: empty WASI, plus exactly the world's own imports.
+pub fn selector_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
     let mut l = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut l)?;
-    match world {
-        World::NodeSelector => {
-            node_selector::NodeSelector::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?
-        }
-        // The probe, IPAM and HTTP imports of these worlds are not built yet: their linkers
-        // stay without them, and `PluginHost` refuses such plugins at load with that reason.
-        World::PingCheck | World::IpamSync => {}
-    }
+    node_selector::NodeSelector::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
     Ok(l)
-}
-
-/// Whether this build can run plugins of a world.
-pub fn supported(world: World) -> bool {
-    match world {
-        World::NodeSelector => true,
-        World::PingCheck | World::IpamSync => false,
-    }
 }
 
 impl types::Host for CallState {}

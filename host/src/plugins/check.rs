@@ -65,10 +65,7 @@ pub fn check(bytes: &[u8], world: Option<World>) -> Result<Report, LoadError> {
             .any(|n| contract_item(n).is_some_and(|(iface, _)| iface == w.export()))
     });
     let refused = match world.or(exported) {
-        Some(w) if super::call::supported(w) => {
-            runtime.prepare(&component, w).err().map(|e| e.to_string())
-        }
-        Some(w) => Some(format!("{w} plugins are not supported by this weft yet")),
+        Some(w) => runtime.prepare(&component, w).err().map(|e| e.to_string()),
         None => Some(format!(
             "it exports none of the worlds of {CONTRACT} (node-selector, ping-check, ipam-sync)"
         )),

@@ -35,8 +35,6 @@ pub enum RefusedBecause {
     ComponentCount(usize),
     #[error("the component is larger than {} MiB", MAX_COMPONENT_BYTES >> 20)]
     TooLarge,
-    #[error("{0} plugins are not supported by this weft yet")]
-    WorldNotSupported(World),
     #[error("another plugin is already named {0:?} (in {1})")]
     DuplicateName(String, PathBuf),
 }
@@ -206,9 +204,6 @@ impl PluginHost {
             .map_err(|e| (None, RefusedBecause::ReadManifest(e)))?;
         let manifest = Manifest::parse(&text).map_err(|e| (None, e.into()))?;
         let named = |why: RefusedBecause| (Some(manifest.name.clone()), why);
-        if !call::supported(manifest.world) {
-            return Err(named(RefusedBecause::WorldNotSupported(manifest.world)));
-        }
         let wasm: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
@@ -334,13 +329,7 @@ impl PluginHost {
         candidates: &[selector::Candidate],
     ) -> Result<Option<selector::NodeId>, PluginError> {
         let p = self.get(name, World::NodeSelector)?;
-        let Prepared::NodeSelector(pre) = &p.prepared else {
-            return Err(PluginError::WrongWorld {
-                name: name.to_string(),
-                actual: p.manifest.world,
-                wanted: World::NodeSelector,
-            });
-        };
+        let Prepared::NodeSelector(pre) = &p.prepared;
         let outcome = (|| {
             let mut store = call::store(self.runtime.engine(), &p.info);
             pre.instantiate(&mut store)?

@@ -2,7 +2,6 @@
 //! compile cache on disk, the contract-version check, and the per-world pre-instantiated
 //! components that each call instantiates in a fresh store.
 
-use super::bindings::{ipam_sync, ping_check};
 use super::call::CallState;
 use super::manifest::World;
 use super::select::SelectorPre;
@@ -55,6 +54,8 @@ pub enum LoadError {
     MissingExport { declared: World },
     #[error("it imports {import}, which the {world} world does not offer")]
     ForbiddenImport { world: World, import: String },
+    #[error("{0} plugins are not supported by this weft yet")]
+    WorldNotSupported(World),
     #[error("cannot prepare the component: {0}")]
     Link(String),
 }
@@ -65,17 +66,15 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
+    /// The linker of the node-selector world, the one world this build runs.
     selector_linker: Linker<CallState>,
-    ping_linker: Linker<CallState>,
-    sync_linker: Linker<CallState>,
 }
 
-/// A component ready to instantiate, with the linker of its world.
+/// A component ready to instantiate, with the linker of its world. (The ping-check and
+/// ipam-sync worlds join when their imports are built; until then `prepare` refuses them.)
 #[derive(Clone)]
 pub enum Prepared {
     NodeSelector(SelectorPre),
-    PingCheck(ping_check::PingCheckPre<CallState>),
-    IpamSync(ipam_sync::IpamSyncPre<CallState>),
 }
 
 impl Runtime {
@@ -119,9 +118,7 @@ impl Runtime {
                     }
                 })?
         };
-        let selector_linker = super::call::linker(&engine, World::NodeSelector)?;
-        let ping_linker = super::call::linker(&engine, World::PingCheck)?;
-        let sync_linker = super::call::linker(&engine, World::IpamSync)?;
+        let selector_linker = super::call::selector_linker(&engine)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
@@ -131,8 +128,6 @@ impl Runtime {
             stop,
             ticker: Some(ticker),
             selector_linker,
-            ping_linker,
-            sync_linker,
         })
     }
 
@@ -185,23 +180,18 @@ impl Runtime {
 
     /// Checks the component against the contract and its declared world, and links it.
     pub fn prepare(&self, component: &Component, declared: World) -> Result<Prepared, LoadError> {
-        check_contract(&self.engine, component, declared)?;
         let linker = match declared {
             World::NodeSelector => &self.selector_linker,
-            World::PingCheck => &self.ping_linker,
-            World::IpamSync => &self.sync_linker,
+            World::PingCheck | World::IpamSync => {
+                return Err(LoadError::WorldNotSupported(declared));
+            }
         };
+        check_contract(&self.engine, component, declared)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| link_error(e, declared))?;
         let link = |e: wasmtime::Error| LoadError::Link(e.to_string());
-        Ok(match declared {
-            World::NodeSelector => Prepared::NodeSelector(SelectorPre::new(pre).map_err(link)?),
-            World::PingCheck => {
-                Prepared::PingCheck(ping_check::PingCheckPre::new(pre).map_err(link)?)
-            }
-            World::IpamSync => Prepared::IpamSync(ipam_sync::IpamSyncPre::new(pre).map_err(link)?),
-        })
+        Ok(Prepared::NodeSelector(SelectorPre::new(pre).map_err(link)?))
     }
 }
 

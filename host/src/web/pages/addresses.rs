@@ -8,7 +8,7 @@
 //! /addresses/{ip}` show an address with its history and change it through the store's own
 //! write paths, so every rule stays in `ipam::record` and `store::records`.
 
-use super::{Frame, compact, render};
+use super::{Frame, compact, render, see_other};
 use crate::ipam::{AddrType, Record, Status};
 use crate::store::{
     AddressFilter, AddressPatch, AllocationRequest, COUNT_BUDGET, Count, Event, Reader,
@@ -16,12 +16,12 @@ use crate::store::{
 };
 use crate::web::AppState;
 use crate::web::error::{ApiError, PageError};
-use crate::web::session::{AdminForm, SignedIn, flash_cookie};
+use crate::web::session::{AdminForm, SignedIn};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -369,8 +369,7 @@ async fn list_page(
 ) -> Result<Response, PageError> {
     let listing = read_listing(s, filters.clone(), cursor).await?;
     let csrf = matches!(user.role, crate::store::Role::Admin).then(|| user.csrf.clone());
-    let mut frame = Frame::new("Addresses", Some(user), headers);
-    frame.section = "addresses";
+    let frame = Frame::signed_in("addresses", "Addresses", user, headers);
     let (status, alloc_error, alloc) = match refused {
         Some((r, typed)) => (r.status, Some((r.message, r.field)), typed),
         None => (
@@ -406,14 +405,6 @@ async fn list(
 ) -> Result<Response, PageError> {
     let (filters, cursor) = Filters::parse(raw.as_deref())?;
     list_page(&s, user, &headers, filters, cursor, None).await
-}
-
-/// A 303 to `to` with a one-time message.
-fn see_other(to: &str, message: &str, secure: bool) -> Response {
-    let mut resp = Redirect::to(to).into_response();
-    resp.headers_mut()
-        .append(header::SET_COOKIE, flash_cookie(message, secure));
-    resp
 }
 
 /// A refused write as the page shows it: status, message, and the form field it is about.
@@ -733,8 +724,7 @@ fn detail_page(
         ))));
     }
     let csrf = matches!(user.role, crate::store::Role::Admin).then(|| user.csrf.clone());
-    let mut frame = Frame::new(ip.to_string(), Some(user), headers);
-    frame.section = "addresses";
+    let frame = Frame::signed_in("addresses", ip.to_string(), user, headers);
     let (status, error, error_field, typed) = match refused {
         Some((r, t)) => (r.status, Some(r.message), r.field, Some(t)),
         None => (StatusCode::OK, None, None, None),

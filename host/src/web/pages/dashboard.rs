@@ -76,8 +76,7 @@ async fn dashboard(
             PoolRow { pool, stats }
         })
         .collect();
-    let mut frame = Frame::new("Dashboard", Some(user), &headers);
-    frame.section = "dashboard";
+    let frame = Frame::signed_in("dashboard", "Dashboard", user, &headers);
     let page = Dashboard {
         frame,
         pools,

@@ -73,9 +73,32 @@ impl Frame {
         }
     }
 
+    /// The frame of a page behind the login, in navigation `section`.
+    pub fn signed_in(
+        section: &'static str,
+        title: impl Into<String>,
+        user: SignedIn,
+        headers: &HeaderMap,
+    ) -> Frame {
+        Frame {
+            section,
+            ..Frame::new(title, Some(user), headers)
+        }
+    }
+
     pub fn css(&self) -> &'static str {
         CSS_URL
     }
+}
+
+/// A 303 to `to` with a one-time message for the page there.
+pub fn see_other(to: &str, message: &str, secure: bool) -> Response {
+    let mut resp = axum::response::Redirect::to(to).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        super::session::flash_cookie(message, secure),
+    );
+    resp
 }
 
 /// Renders a page; a flash message it showed is cleared so it appears once.

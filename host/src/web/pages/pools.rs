@@ -3,17 +3,17 @@
 //! Every change goes through the same store operations as the JSON API (`web/pools.rs`), and
 //! its refusals become the form's field errors here, with the status the API would answer.
 
-use super::{Frame, PoolRow, render};
+use super::{Frame, PoolRow, render, see_other};
 use crate::ipam::PoolRuleError;
 use crate::store::{Pool, PoolSpec, Role, StoreError};
 use crate::web::error::{ApiError, PageError};
-use crate::web::session::{AdminForm, AdminUpload, PageAdmin, SignedIn, flash_cookie};
+use crate::web::session::{AdminForm, AdminUpload, PageAdmin, SignedIn};
 use crate::web::{AppState, csv_io};
 use askama::Template;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -60,17 +60,7 @@ pub fn pool_seg(pool: &Pool) -> String {
 }
 
 fn frame(title: impl Into<String>, user: SignedIn, headers: &HeaderMap) -> Frame {
-    let mut frame = Frame::new(title, Some(user), headers);
-    frame.section = "pools";
-    frame
-}
-
-/// 303 to `to`, with a one-time message for the page there.
-fn see_other(to: &str, message: &str, secure: bool) -> Response {
-    let mut resp = Redirect::to(to).into_response();
-    resp.headers_mut()
-        .append(header::SET_COOKIE, flash_cookie(message, secure));
-    resp
+    Frame::signed_in("pools", title, user, headers)
 }
 
 /// An error the store gave for something the user sent: the status and message the API
