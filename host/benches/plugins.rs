@@ -212,14 +212,16 @@ fn main() {
     )
     .expect("manifest");
     let (compiled, _) = runtime.compile(&least_loaded).expect("compile");
-    let Prepared::NodeSelector(pre) = runtime.prepare(&compiled, manifest.world).expect("prepare");
+    let Ok(Prepared::NodeSelector(pre)) = runtime.prepare(&compiled, manifest.world) else {
+        panic!("least-loaded does not prepare as a node-selector");
+    };
     let info = std::sync::Arc::new(PluginInfo {
         name: manifest.name.clone(),
         world: manifest.world,
         config: manifest.config.clone(),
         permissions: manifest.permissions.clone(),
     });
-    let mut store = call::store(runtime.engine(), &info);
+    let mut store = call::store(runtime.engine(), &info, call::Reach::Nothing);
     let selector = pre.instantiate(&mut store).expect("instantiate");
     let deadline = Runtime::deadline_ticks(info.permissions.time_limit);
     let reused = times(n, || {
@@ -263,11 +265,12 @@ fn main() {
         permissions: compute.permissions.clone(),
     });
     let (compiled, _) = runtime.compile(&component("compute")).expect("compile");
-    let Prepared::NodeSelector(compute_pre) =
-        runtime.prepare(&compiled, compute.world).expect("prepare");
+    let Ok(Prepared::NodeSelector(compute_pre)) = runtime.prepare(&compiled, compute.world) else {
+        panic!("compute does not prepare as a node-selector");
+    };
     let mut answer = None;
     let wasm = times(runs, || {
-        let mut store = call::store(runtime.engine(), &compute_info);
+        let mut store = call::store(runtime.engine(), &compute_info, call::Reach::Nothing);
         answer = compute_pre
             .instantiate(&mut store)
             .expect("instantiate")

@@ -7,7 +7,9 @@
 //! dropped, and clocks frozen at zero for worlds that have no use for time.
 
 use super::bindings::imports::weft::plugin::{config, log, types};
-use super::bindings::node_selector;
+use super::bindings::{ipam_sync, node_selector, ping_check};
+use super::probe_host::ProbeReach;
+use super::sync_host::SyncReach;
 use super::manifest::{Permissions, World};
 use super::runtime::Runtime;
 use std::collections::BTreeMap;
@@ -32,12 +34,24 @@ pub struct PluginInfo {
     pub permissions: Permissions,
 }
 
+/// What one call may reach outside its sandbox besides log and config, handed over by
+/// whoever makes the call; every use is still checked by `grants`.
+pub enum Reach {
+    /// A selector reaches nothing.
+    Nothing,
+    /// A ping check's probes.
+    Probe(ProbeReach),
+    /// A sync's IPAM and outbound HTTP.
+    Sync(SyncReach),
+}
+
 /// The data of a call's store.
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    plugin: Arc<PluginInfo>,
+    pub(super) plugin: Arc<PluginInfo>,
+    pub(super) reach: Reach,
     log_lines: u32,
 }
 
@@ -73,7 +87,7 @@ impl wasmtime_wasi::HostMonotonicClock for Frozen {
 }
 
 /// A fresh store for one call of `plugin`, with its memory and time limits.
-pub fn store(engine: &Engine, plugin: &Arc<PluginInfo>) -> Store<CallState> {
+pub fn store(engine: &Engine, plugin: &Arc<PluginInfo>, reach: Reach) -> Store<CallState> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.allow_tcp(false)
         .allow_udp(false)
@@ -96,6 +110,7 @@ pub fn store(engine: &Engine, plugin: &Arc<PluginInfo>) -> Store<CallState> {
             table: ResourceTable::new(),
             limits,
             plugin: plugin.clone(),
+            reach,
             log_lines: 0,
         },
     );
@@ -105,11 +120,17 @@ pub fn store(engine: &Engine, plugin: &Arc<PluginInfo>) -> Store<CallState> {
     store
 }
 
-/// The linker of the node-selector world: empty WASI, plus exactly the world's own imports.
-pub fn selector_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
+/// The linker of a world: empty WASI, plus exactly the world's own imports.
+pub fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<CallState>> {
     let mut l = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut l)?;
-    node_selector::NodeSelector::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+    match world {
+        World::NodeSelector => {
+            node_selector::NodeSelector::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?
+        }
+        World::PingCheck => ping_check::PingCheck::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?,
+        World::IpamSync => ipam_sync::IpamSync::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?,
+    }
     Ok(l)
 }
 

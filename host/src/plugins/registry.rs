@@ -8,7 +8,11 @@
 
 use super::bindings::imports::weft::plugin::types::Pair;
 use super::bindings::node_selector::exports::weft::plugin::selector;
-use super::call::{self, PluginInfo};
+use super::bindings::ipam_sync::exports::weft::plugin::syncer;
+use super::bindings::ping_check::exports::weft::plugin::checker;
+use super::call::{self, PluginInfo, Reach};
+use super::probe_host::ProbeReach;
+use super::sync_host::SyncReach;
 use super::manifest::{Manifest, ManifestError, World};
 use super::runtime::{LoadError, Prepared, Runtime};
 use std::collections::BTreeMap;
@@ -329,9 +333,11 @@ impl PluginHost {
         candidates: &[selector::Candidate],
     ) -> Result<Option<selector::NodeId>, PluginError> {
         let p = self.get(name, World::NodeSelector)?;
-        let Prepared::NodeSelector(pre) = &p.prepared;
+        let Prepared::NodeSelector(pre) = &p.prepared else {
+            return Err(p.wrong_world(World::NodeSelector));
+        };
         let outcome = (|| {
-            let mut store = call::store(self.runtime.engine(), &p.info);
+            let mut store = call::store(self.runtime.engine(), &p.info, Reach::Nothing);
             pre.instantiate(&mut store)?
                 .select(&mut store, request, labels, candidates)
         })();
@@ -350,9 +356,83 @@ impl PluginHost {
             })),
         }
     }
+
+    /// Asks a `ping-check` plugin whether `targets` are alive. Blocking: run it off the async
+    /// threads. The answer is checked: one outcome per target at most, each for a target.
+    pub fn check(
+        &self,
+        name: &str,
+        targets: &[String],
+        reach: ProbeReach,
+    ) -> Result<Vec<checker::Outcome>, PluginError> {
+        let p = self.get(name, World::PingCheck)?;
+        let Prepared::PingCheck(pre) = &p.prepared else {
+            return Err(p.wrong_world(World::PingCheck));
+        };
+        let outcome = (|| {
+            let mut store = call::store(self.runtime.engine(), &p.info, Reach::Probe(reach));
+            pre.instantiate(&mut store)?
+                .weft_plugin_checker()
+                .call_check(&mut store, targets)
+        })();
+        match p.settle(outcome)? {
+            Ok(outcomes) => {
+                let asked: std::collections::HashSet<&str> =
+                    targets.iter().map(String::as_str).collect();
+                if let Some(stranger) = outcomes
+                    .iter()
+                    .find(|o| !asked.contains(o.address.as_str()))
+                {
+                    return Err(p.fail(PluginError::BadOutput {
+                        name: name.to_string(),
+                        message: format!(
+                            "it answered for {:?}, which it was not asked about",
+                            stranger.address
+                        ),
+                    }));
+                }
+                Ok(p.succeeded(outcomes))
+            }
+            Err(message) => Err(p.fail(PluginError::Returned {
+                name: name.to_string(),
+                message,
+            })),
+        }
+    }
+
+    /// Runs an `ipam-sync` plugin once. Blocking: run it off the async threads.
+    pub fn sync(&self, name: &str, reach: SyncReach) -> Result<syncer::Report, PluginError> {
+        let p = self.get(name, World::IpamSync)?;
+        let Prepared::IpamSync(pre) = &p.prepared else {
+            return Err(p.wrong_world(World::IpamSync));
+        };
+        let outcome = (|| {
+            let mut store = call::store(self.runtime.engine(), &p.info, Reach::Sync(reach));
+            pre.instantiate(&mut store)?
+                .weft_plugin_syncer()
+                .call_sync(&mut store)
+        })();
+        match p.settle(outcome)? {
+            Ok(report) => Ok(p.succeeded(report)),
+            Err(message) => Err(p.fail(PluginError::Returned {
+                name: name.to_string(),
+                message,
+            })),
+        }
+    }
 }
 
 impl Loaded {
+    /// A plugin whose prepared form is not of the world its manifest names: cannot happen,
+    /// since `Runtime::prepare` builds one from the other, but answered rather than assumed.
+    fn wrong_world(&self, wanted: World) -> PluginError {
+        PluginError::WrongWorld {
+            name: self.info.name.clone(),
+            actual: self.info.world,
+            wanted,
+        }
+    }
+
     /// A call that ran and answered well: the run of failures is over.
     fn succeeded<T>(&self, v: T) -> T {
         self.failures.store(0, Ordering::Relaxed);

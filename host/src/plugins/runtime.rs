@@ -2,6 +2,7 @@
 //! compile cache on disk, the contract-version check, and the per-world pre-instantiated
 //! components that each call instantiates in a fresh store.
 
+use super::bindings::{ipam_sync::IpamSyncPre, ping_check::PingCheckPre};
 use super::call::CallState;
 use super::manifest::World;
 use super::select::SelectorPre;
@@ -54,8 +55,6 @@ pub enum LoadError {
     MissingExport { declared: World },
     #[error("it imports {import}, which the {world} world does not offer")]
     ForbiddenImport { world: World, import: String },
-    #[error("{0} plugins are not supported by this weft yet")]
-    WorldNotSupported(World),
     #[error("cannot prepare the component: {0}")]
     Link(String),
 }
@@ -66,15 +65,17 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
-    /// The linker of the node-selector world, the one world this build runs.
     selector_linker: Linker<CallState>,
+    ping_linker: Linker<CallState>,
+    sync_linker: Linker<CallState>,
 }
 
-/// A component ready to instantiate, with the linker of its world. (The ping-check and
-/// ipam-sync worlds join when their imports are built; until then `prepare` refuses them.)
+/// A component ready to instantiate, with the linker of its world.
 #[derive(Clone)]
 pub enum Prepared {
     NodeSelector(SelectorPre),
+    PingCheck(PingCheckPre<CallState>),
+    IpamSync(IpamSyncPre<CallState>),
 }
 
 impl Runtime {
@@ -118,7 +119,12 @@ impl Runtime {
                     }
                 })?
         };
-        let selector_linker = super::call::selector_linker(&engine)?;
+        let linker = |w| super::call::linker(&engine, w);
+        let (selector_linker, ping_linker, sync_linker) = (
+            linker(World::NodeSelector)?,
+            linker(World::PingCheck)?,
+            linker(World::IpamSync)?,
+        );
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
@@ -128,6 +134,8 @@ impl Runtime {
             stop,
             ticker: Some(ticker),
             selector_linker,
+            ping_linker,
+            sync_linker,
         })
     }
 
@@ -180,18 +188,21 @@ impl Runtime {
 
     /// Checks the component against the contract and its declared world, and links it.
     pub fn prepare(&self, component: &Component, declared: World) -> Result<Prepared, LoadError> {
+        check_contract(&self.engine, component, declared)?;
         let linker = match declared {
             World::NodeSelector => &self.selector_linker,
-            World::PingCheck | World::IpamSync => {
-                return Err(LoadError::WorldNotSupported(declared));
-            }
+            World::PingCheck => &self.ping_linker,
+            World::IpamSync => &self.sync_linker,
         };
-        check_contract(&self.engine, component, declared)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| link_error(e, declared))?;
         let link = |e: wasmtime::Error| LoadError::Link(e.to_string());
-        Ok(Prepared::NodeSelector(SelectorPre::new(pre).map_err(link)?))
+        Ok(match declared {
+            World::NodeSelector => Prepared::NodeSelector(SelectorPre::new(pre).map_err(link)?),
+            World::PingCheck => Prepared::PingCheck(PingCheckPre::new(pre).map_err(link)?),
+            World::IpamSync => Prepared::IpamSync(IpamSyncPre::new(pre).map_err(link)?),
+        })
     }
 }
 
