@@ -92,6 +92,16 @@ pub struct ServeArgs {
     /// Mark the session cookie Secure (set this when a TLS proxy serves weft over HTTPS)
     #[arg(long, env = "WEFT_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Another folder of plugins, besides DATA_DIR/plugins
+    #[arg(long, env = "WEFT_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// The ping-check plugin that checks addresses [default: the built-in ICMP check]
+    #[arg(long, env = "WEFT_PING_PLUGIN")]
+    pub ping_plugin: Option<String>,
+    /// Seconds between ping sweeps of allocated and reserved addresses; 0 turns them off
+    /// [default: 60]
+    #[arg(long, env = "WEFT_PING_INTERVAL")]
+    pub ping_interval: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,9 +5,12 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEFAULT_DATA_DIR: &str = "./weft-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How often allocated and reserved addresses are pinged, when nothing says otherwise.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a config file may hold (TOML). Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -17,6 +20,12 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Mark the session cookie `Secure` (see [`Config::secure_cookies`]).
     pub secure_cookies: Option<bool>,
+    /// Another folder of plugins, besides DATA_DIR/plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// The ping-check plugin that checks addresses (default: the built-in ICMP check).
+    pub ping_plugin: Option<String>,
+    /// Seconds between ping sweeps; 0 turns them off.
+    pub ping_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +66,13 @@ pub struct Config {
     /// Send the session cookie with `Secure`, so browsers only return it over HTTPS. weft
     /// serves plain HTTP itself, so this is for when a TLS proxy sits in front; default off.
     pub secure_cookies: bool,
+    /// Another folder of plugins, besides [`Config::plugins_dirs`]'s DATA_DIR/plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// The ping-check plugin that sets addresses' `active` flag; none: the built-in ICMP
+    /// check.
+    pub ping_plugin: Option<String>,
+    /// Time between ping sweeps; none: no sweeps.
+    pub ping_interval: Option<Duration>,
 }
 
 impl Config {
@@ -75,7 +91,26 @@ impl Config {
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
             }),
             secure_cookies: file.secure_cookies.unwrap_or(false),
+            plugins_dir: file.plugins_dir,
+            ping_plugin: file.ping_plugin,
+            ping_interval: match file.ping_interval_secs {
+                None => Some(DEFAULT_PING_INTERVAL),
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
         }
+    }
+
+    /// The folders plugins load from: DATA_DIR/plugins, then `--plugins-dir`.
+    pub fn plugins_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.data_dir.join("plugins")];
+        dirs.extend(self.plugins_dir.clone());
+        dirs
+    }
+
+    /// Where compiled plugins are cached between runs.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("plugin-cache")
     }
 
     pub fn db_path(&self) -> PathBuf {

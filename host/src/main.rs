@@ -37,6 +37,15 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut config = config(args.common, args.listen)?;
             // A flag can only turn it on; the file's `secure_cookies = true` stays on.
             config.secure_cookies |= args.secure_cookies;
+            if let Some(dir) = args.plugins_dir {
+                config.plugins_dir = Some(dir);
+            }
+            if let Some(name) = args.ping_plugin {
+                config.ping_plugin = Some(name);
+            }
+            if let Some(secs) = args.ping_interval {
+                config.ping_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             rt.block_on(weft::server::serve(config, weft::server::shutdown_signal()))
                 .map_err(|e| e.to_string())

@@ -250,7 +250,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn append_event(
+    pub(crate) fn append_event(
         &mut self,
         key: IpKey,
         action: &str,
