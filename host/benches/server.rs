@@ -297,6 +297,8 @@ impl Server {
         let child = weft_cmd(bin)
             .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
+            // The bench's pools are not loopback: no ping sweep.
+            .env("WEFT_PING_INTERVAL", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,14 +1,16 @@
-//! Admin commands (tokens, users) that work whether or not `weft serve` holds the database:
-//! while it runs they go through a Unix socket in the data dir (mode 0600), otherwise the
-//! command opens the database itself. Never "database locked".
+//! Admin commands (tokens, users, plugins) that work whether or not `weft serve` holds the
+//! database: while it runs they go through a Unix socket in the data dir (mode 0600), otherwise
+//! the command opens the database (and loads the plugins) itself. Never "database locked".
 
-use crate::config;
+use crate::config::{self, Config};
+use crate::plugins::{PluginHost, Status};
 use crate::store::{Role, Store, StoreError, TokenInfo, UserInfo, new_secret};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -30,6 +32,22 @@ pub enum AdminRequest {
         role: Role,
         password_hash: String,
     },
+    PluginList,
+    PluginReload,
+    /// `input`: as `plugin_run` takes it.
+    PluginRun {
+        name: String,
+        input: serde_json::Value,
+    },
+}
+
+impl AdminRequest {
+    fn needs_plugins(&self) -> bool {
+        matches!(
+            self,
+            AdminRequest::PluginList | AdminRequest::PluginReload | AdminRequest::PluginRun { .. }
+        )
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,12 +56,30 @@ pub enum AdminResponse {
     TokenCreated { info: TokenInfo, secret: String },
     Tokens(Vec<TokenInfo>),
     UserAdded(UserInfo),
+    /// `serving`: whether these are the plugins of a running `weft serve`.
+    Plugins {
+        serving: bool,
+        plugins: Vec<Status>,
+    },
+    PluginRan(serde_json::Value),
     Done,
     Error(String),
 }
 
-/// Carries out a request against an open store.
-pub async fn execute(store: &Store, req: AdminRequest) -> AdminResponse {
+/// Carries out a request against an open store and, for plugin requests, a plugin host.
+/// `serving`: whether this is the running server (else a command that opened the store).
+pub async fn execute(
+    store: &Store,
+    plugins: Option<&Arc<PluginHost>>,
+    serving: bool,
+    req: AdminRequest,
+) -> AdminResponse {
+    if req.needs_plugins() {
+        let Some(host) = plugins.cloned() else {
+            return AdminResponse::Error("the plugin host is not running".into());
+        };
+        return plugin_request(store.clone(), host, serving, req).await;
+    }
     let result = match req {
         AdminRequest::TokenCreate { name, read_only } => {
             let secret = new_secret();
@@ -66,12 +102,49 @@ pub async fn execute(store: &Store, req: AdminRequest) -> AdminResponse {
             .write(move |w| w.create_user(&name, role, &password_hash))
             .await
             .map(AdminResponse::UserAdded),
+        AdminRequest::PluginList | AdminRequest::PluginReload | AdminRequest::PluginRun { .. } => {
+            return AdminResponse::Error("a plugin request reached the store".into());
+        }
     };
     result.unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
 }
 
+/// Plugin requests run on a blocking thread: loading compiles, and a run waits on the plugin.
+async fn plugin_request(
+    store: Store,
+    host: Arc<PluginHost>,
+    serving: bool,
+    req: AdminRequest,
+) -> AdminResponse {
+    let runtime = tokio::runtime::Handle::current();
+    let work = move || match req {
+        AdminRequest::PluginList => AdminResponse::Plugins {
+            serving,
+            plugins: host.list(),
+        },
+        AdminRequest::PluginReload => AdminResponse::Plugins {
+            serving,
+            plugins: host.reload(),
+        },
+        AdminRequest::PluginRun { name, input } => {
+            match crate::plugin_run::run(&host, &store, runtime, &name, input) {
+                Ok(v) => AdminResponse::PluginRan(v),
+                Err(e) => AdminResponse::Error(e.to_string()),
+            }
+        }
+        _ => AdminResponse::Error("not a plugin request".into()),
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| AdminResponse::Error(format!("the plugin request failed: {e}")))
+}
+
 /// Serves the admin socket until the task is dropped. One JSON request line, one JSON answer.
-pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
+pub async fn serve(
+    data_dir: &Path,
+    store: Store,
+    plugins: Option<Arc<PluginHost>>,
+) -> std::io::Result<()> {
     let path = config::admin_socket(data_dir);
     // A socket left by a killed server would make bind fail.
     let _ = std::fs::remove_file(&path);
@@ -80,6 +153,7 @@ pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let store = store.clone();
+        let plugins = plugins.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -88,7 +162,7 @@ pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
                 return;
             }
             let answer = match serde_json::from_str::<AdminRequest>(&line) {
-                Ok(req) => execute(&store, req).await,
+                Ok(req) => execute(&store, plugins.as_ref(), true, req).await,
                 Err(e) => AdminResponse::Error(format!("bad admin request: {e}")),
             };
             let mut out = serde_json::to_vec(&answer).unwrap_or_default();
@@ -110,10 +184,14 @@ pub enum AdminError {
     Socket(std::io::Error),
     #[error("cannot start a runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the plugin host: {0}")]
+    Plugins(String),
 }
 
-/// Runs a request from the command line: through the server if one is running, else directly.
-pub fn run(data_dir: &Path, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+/// Runs a request from the command line: through the server if one is running, else directly
+/// (loading the plugins of `config` for a plugin request).
+pub fn run(config: &Config, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+    let data_dir = config.data_dir.as_path();
     let socket = config::admin_socket(data_dir);
     // The server may be between opening the database and binding its socket: retry a while.
     for _ in 0..100 {
@@ -128,7 +206,18 @@ pub fn run(data_dir: &Path, req: AdminRequest) -> Result<AdminResponse, AdminErr
                     .enable_all()
                     .build()
                     .map_err(AdminError::Runtime)?;
-                let answer = rt.block_on(execute(&store, req));
+                let plugins = if req.needs_plugins() {
+                    let host = PluginHost::new(
+                        config.plugins_dirs(),
+                        Some(config.plugin_cache_dir()),
+                    )
+                    .map_err(|e| AdminError::Plugins(e.to_string()))?;
+                    Some(Arc::new(host))
+                } else {
+                    None
+                };
+                let answer = rt.block_on(execute(&store, plugins.as_ref(), false, req));
+                drop(plugins);
                 store.close();
                 return Ok(answer);
             }

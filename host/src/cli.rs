@@ -57,12 +57,39 @@ pub enum PluginCommand {
         #[arg(long, value_parser = parse_world)]
         world: Option<World>,
     },
-    /// List the plugins installed in the data dir (DATA_DIR/plugins/NAME/) and whether each
-    /// loads.
+    /// List the plugins (DATA_DIR/plugins/NAME/ and --plugins-dir) and the state of each: of
+    /// the running `weft serve`, or as they would load.
     List {
         #[command(flatten)]
-        common: DataDirArgs,
+        dirs: PluginDirArgs,
     },
+    /// Make the running `weft serve` load its plugins afresh (a changed file in a plugins
+    /// folder is also picked up by itself).
+    Reload {
+        #[command(flatten)]
+        dirs: PluginDirArgs,
+    },
+    /// Run a plugin once, for testing: through the running `weft serve` if there is one,
+    /// else here. Prints what it answered, as JSON.
+    Run {
+        name: String,
+        /// JSON input: for a node-selector {"request": {"peer_name", "labels"}, "candidates":
+        /// [{"name", "max_peers", ...}]}; for a ping-check {"targets": [ADDRESS, ...]}; a sync
+        /// takes none.
+        #[arg(long, default_value = "null")]
+        input: String,
+        #[command(flatten)]
+        dirs: PluginDirArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PluginDirArgs {
+    #[command(flatten)]
+    pub common: DataDirArgs,
+    /// Another folder of plugins, besides DATA_DIR/plugins
+    #[arg(long, env = "WEFT_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 fn parse_world(text: &str) -> Result<World, String> {

@@ -6,16 +6,21 @@
 //! - `web`: the HTTP edge (JSON API, OpenAPI, health, metrics); `metrics` its counters.
 //! - `admin`: admin commands over a Unix socket or the database directly.
 //! - `server`, `cli`, `config`: the `weft serve` process and its settings.
+//! - `plugins`: the WebAssembly plugin host; `placement`, `ping`, `syncs` and `plugin_run`
+//!   are what weft does with it (choose nodes, check addresses, sync IPAM, run one by hand).
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod ipam;
 pub mod metrics;
+pub mod ping;
 pub mod placement;
+pub mod plugin_run;
 pub mod plugins;
 pub mod server;
 pub mod store;
+pub mod syncs;
 pub mod web;
 
 #[cfg(test)]

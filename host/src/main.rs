@@ -3,7 +3,9 @@
 use clap::Parser;
 use std::process::ExitCode;
 use weft::admin::{self, AdminRequest, AdminResponse};
-use weft::cli::{Cli, Command, DataDirArgs, PluginCommand, TokenCommand, UserCommand};
+use weft::cli::{
+    Cli, Command, DataDirArgs, PluginCommand, PluginDirArgs, TokenCommand, UserCommand,
+};
 use weft::config::{Config, FileConfig};
 
 fn main() -> ExitCode {
@@ -62,7 +64,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 role,
                 password_hash,
             };
-            match admin::run(&config.data_dir, req).map_err(|e| e.to_string())? {
+            match admin::run(&config, req).map_err(|e| e.to_string())? {
                 AdminResponse::UserAdded(u) => {
                     println!("added {} user {:?}", u.role, u.name);
                     Ok(())
@@ -84,7 +86,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             };
             let config = config(common, None)?;
-            match admin::run(&config.data_dir, req).map_err(|e| e.to_string())? {
+            match admin::run(&config, req).map_err(|e| e.to_string())? {
                 AdminResponse::TokenCreated { info, secret } => {
                     let access = if info.read_only {
                         "read-only"
@@ -111,6 +113,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 AdminResponse::Done => println!("done"),
                 AdminResponse::UserAdded(u) => println!("added user {:?}", u.name),
                 AdminResponse::Error(e) => return Err(e),
+                other => return Err(format!("unexpected answer from the server: {other:?}")),
             }
             Ok(())
         }
@@ -118,7 +121,7 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn plugin(command: PluginCommand) -> Result<(), String> {
-    use weft::plugins::{State, check, scaffold};
+    use weft::plugins::{check, scaffold};
     match command {
         PluginCommand::New { name, world, dir } => {
             let files = scaffold::scaffold(&dir, &name, world).map_err(|e| e.to_string())?;
@@ -141,37 +144,63 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                 Some(_) => Err(format!("{} would be refused", file.display())),
             }
         }
-        PluginCommand::List { common } => {
-            let config = config(common, None)?;
-            let host = weft::plugins::PluginHost::new(
-                vec![config.data_dir.join("plugins")],
-                Some(config.data_dir.join("plugin-cache")),
-            )
-            .map_err(|e| e.to_string())?;
-            let plugins = host.list();
-            if plugins.is_empty() {
-                println!(
-                    "no plugins in {}",
-                    config.data_dir.join("plugins").display()
-                );
+        PluginCommand::List { dirs } => print_plugins(plugin_admin(dirs, AdminRequest::PluginList)?),
+        PluginCommand::Reload { dirs } => {
+            let answer = plugin_admin(dirs, AdminRequest::PluginReload)?;
+            if matches!(answer, AdminResponse::Plugins { serving: false, .. }) {
+                println!("no weft is serving this data dir; its plugins load when it starts:");
             }
-            for p in plugins {
-                let world = p.world.map(|w| w.as_str()).unwrap_or("?");
-                let state = match &p.state {
-                    State::Loaded => "loaded".to_string(),
-                    State::Failing { last } => format!("failing: {last}"),
-                    State::Refused { reason } => format!("refused: {reason}"),
-                };
-                println!(
-                    "{:<24} {:<14} {:<10} {state}",
-                    p.name,
-                    world,
-                    p.version.as_deref().unwrap_or("-")
-                );
+            print_plugins(answer)
+        }
+        PluginCommand::Run { name, input, dirs } => {
+            let input: serde_json::Value = serde_json::from_str(&input)
+                .map_err(|e| format!("--input is not JSON: {e}"))?;
+            match plugin_admin(dirs, AdminRequest::PluginRun { name, input })? {
+                AdminResponse::PluginRan(answer) => {
+                    let text = serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?;
+                    println!("{text}");
+                    Ok(())
+                }
+                other => Err(format!("unexpected answer: {other:?}")),
             }
-            Ok(())
         }
     }
+}
+
+fn plugin_admin(dirs: PluginDirArgs, req: AdminRequest) -> Result<AdminResponse, String> {
+    let mut config = config(dirs.common, None)?;
+    if let Some(dir) = dirs.plugins_dir {
+        config.plugins_dir = Some(dir);
+    }
+    match admin::run(&config, req).map_err(|e| e.to_string())? {
+        AdminResponse::Error(e) => Err(e),
+        answer => Ok(answer),
+    }
+}
+
+fn print_plugins(answer: AdminResponse) -> Result<(), String> {
+    use weft::plugins::State;
+    let AdminResponse::Plugins { plugins, .. } = answer else {
+        return Err(format!("unexpected answer: {answer:?}"));
+    };
+    if plugins.is_empty() {
+        println!("no plugins");
+    }
+    for p in plugins {
+        let world = p.world.map(|w| w.as_str()).unwrap_or("?");
+        let state = match &p.state {
+            State::Loaded => "loaded".to_string(),
+            State::Failing { last } => format!("failing: {last}"),
+            State::Refused { reason } => format!("refused: {reason}"),
+        };
+        println!(
+            "{:<24} {:<14} {:<10} {state}",
+            p.name,
+            world,
+            p.version.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
 }
 
 /// One line of stdin, without its line ending. Nothing echoes it: stdin is read as is (pipe it

@@ -2,11 +2,14 @@
 //! on SIGINT or SIGTERM (in-flight requests finish, then the database closes).
 
 use crate::config::Config;
+use crate::plugins::PluginHost;
 use crate::store::Store;
 use crate::web::{self, AppState};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -56,20 +59,68 @@ pub async fn serve(
             addr: config.listen.to_string(),
             source,
         })?;
+    let plugins = start_plugins(&config).await;
+    // Shared by the background work (schedulers, folder watch): each stops when it flips.
+    let (stopping, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     let admin = {
         let data_dir = config.data_dir.clone();
         let store = store.clone();
+        let plugins = plugins.clone();
         // Bind before answering requests, so admin commands never meet a locked database.
         let task = tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(&data_dir, store).await {
+            if let Err(e) = crate::admin::serve(&data_dir, store, plugins).await {
                 tracing::error!(error = %e, "admin socket failed: `weft token` commands cannot reach this server");
             }
         });
         tokio::task::yield_now().await;
         task
     };
+    let mut background = Vec::new();
+    let _watch = match &plugins {
+        Some(host) => match host.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the plugins folders: changes need `weft plugin reload`");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(interval) = config.ping_interval {
+        let checker = match (&config.ping_plugin, &plugins) {
+            (Some(name), Some(host)) => crate::ping::Checker::Plugin {
+                host: host.clone(),
+                name: name.clone(),
+            },
+            (Some(name), None) => {
+                tracing::warn!(plugin = %name, "the plugin host is not running; pinging with the built-in ICMP check");
+                crate::ping::Checker::Builtin
+            }
+            (None, _) => crate::ping::Checker::Builtin,
+        };
+        background.push(tokio::spawn(crate::ping::run_scheduler(
+            store.clone(),
+            checker,
+            interval,
+            stopped(),
+        )));
+    }
+    if let Some(host) = &plugins {
+        background.push(tokio::spawn(crate::syncs::run_scheduler(
+            host.clone(),
+            store.clone(),
+            stopped(),
+        )));
+    }
     let mut state = AppState::new(store.clone());
     state.secure_cookies = config.secure_cookies;
+    state.plugins = plugins.clone();
     let no_tokens = store
         .read(|r| r.tokens().map(|t| t.is_empty()))
         .unwrap_or(false);
@@ -101,12 +152,41 @@ pub async fn serve(
         .map_err(ServeError::Serve);
     admin.abort();
     let _ = admin.await;
+    // A sweep or sync under way finishes first: it holds the store.
+    let _ = stopping.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    drop(plugins);
     let _ = std::fs::remove_file(crate::config::admin_socket(&config.data_dir));
     tokio::task::spawn_blocking(move || store.close())
         .await
         .ok();
     tracing::info!("database closed; bye");
     result
+}
+
+/// Loads the plugins (compiling what the cache lacks), creating DATA_DIR/plugins on first
+/// start. weft serves without plugins if the host cannot start, and says so.
+async fn start_plugins(config: &Config) -> Option<Arc<PluginHost>> {
+    let own = config.data_dir.join("plugins");
+    if let Err(e) = std::fs::create_dir_all(&own) {
+        tracing::warn!(dir = %own.display(), error = %e, "cannot create the plugins folder");
+    }
+    let (dirs, cache) = (config.plugins_dirs(), config.plugin_cache_dir());
+    let started =
+        tokio::task::spawn_blocking(move || PluginHost::new(dirs, Some(cache))).await;
+    match started {
+        Ok(Ok(host)) => Some(Arc::new(host)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the plugin host cannot start; serving without plugins");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the plugin host cannot start; serving without plugins");
+            None
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -204,6 +204,24 @@ fn routes() -> Vec<Route> {
         ok,
     };
     vec![
+        r(M::GET, "/api/v1/plugins", "/api/v1/plugins", Body::None, S::OK),
+        r(
+            M::POST,
+            "/api/v1/plugins/reload",
+            "/api/v1/plugins/reload",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::POST,
+            "/api/v1/plugins/{name}/run",
+            "/api/v1/plugins/least-loaded/run",
+            Body::Json(json!({
+                "request": {"peer_name": "p1"},
+                "candidates": [{"name": "a", "max_peers": 4}, {"name": "b", "max_peers": 4}]
+            })),
+            S::OK,
+        ),
         r(M::GET, "/api/v1/pools", "/api/v1/pools", Body::None, S::OK),
         r(
             M::POST,
@@ -299,8 +317,15 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-/// Pool `lan` (10.0.0.0/24) with 10.0.0.2 allocated and device `d1` on 10.0.0.50.
+/// Pool `lan` (10.0.0.0/24) with 10.0.0.2 allocated and device `d1` on 10.0.0.50; the
+/// `least-loaded` plugin installed.
 async fn route_fixture(s: &Server) {
+    s.install_plugin(
+        "least-loaded",
+        "least_loaded",
+        "name = \"least-loaded\"\nversion = \"0.1.0\"\nworld = \"node-selector\"\n",
+    );
+    s.reload_plugins().await;
     s.pool("lan", "10.0.0.0/24").await;
     assert_eq!(s.allocate("lan").await, "10.0.0.2");
     let (status, body) = put_device(s, "d1", json!({"ip": "10.0.0.50"})).await;

@@ -49,6 +49,12 @@ async fn an_admin_walks_the_ipam_pages_in_chromium() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let server = Server::start().await;
+    // Picked up by the server's watch of its plugins folder while the walk goes on.
+    server.install_plugin(
+        "least-loaded",
+        "least_loaded",
+        "name = \"least-loaded\"\nversion = \"0.1.0\"\nworld = \"node-selector\"\ndescription = \"Fewest peers per weight\"\n",
+    );
     let setup = server
         .setup_path()
         .expect("a setup link in the log of a server with no user");
@@ -299,7 +305,22 @@ impl Walk {
         );
         self.filter_the_table().await?;
         self.reserve_a_free_address().await?;
+        self.plugins().await?;
         self.phone_width().await
+    }
+
+    /// The plugins page lists the installed plugin; reloading says how it went.
+    async fn plugins(&mut self) -> Result<()> {
+        self.goto("/plugins").await?;
+        self.page("plugins", "/plugins").await?;
+        let listed = self.text("section.plugin").await?;
+        ensure!(
+            listed.contains("least-loaded") && listed.contains("loaded"),
+            "the plugins page shows {listed:?}"
+        );
+        self.press("Reload all").await?;
+        self.page("plugins-reloaded", "/plugins").await?;
+        self.expect_flash("Reloaded 1 plugin (0 refused)").await
     }
 
     async fn expect_signed_in(&self) -> Result<()> {

@@ -21,3 +21,6 @@ mod pages;
 
 /// The IPAM pages in headless Chromium over WebDriver, with a screenshot of every page.
 mod browser;
+
+/// Plugins in a running server: API and CLI, hot reload, hostile plugins beside the API.
+mod plugins;

@@ -44,6 +44,20 @@ pub fn create_token(data_dir: &Path, name: &str, read_only: bool) -> String {
         .to_string()
 }
 
+/// A plugin built by the README's test command into the shared target dir.
+pub fn plugin_wasm(crate_name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join(format!("wasm32-wasip2/release/{crate_name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: the plugins are built by the README's test command (tests/run)",
+        path.display()
+    );
+    path
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -86,6 +100,8 @@ impl Server {
             .args(["serve", "--listen", &self.addr, "--data-dir"])
             .arg(self.data_dir())
             .env("WEFT_LOG", "warn")
+            // Test pools are not loopback: the ping sweep must not send a packet to them.
+            .env("WEFT_PING_INTERVAL", "0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -125,6 +141,22 @@ impl Server {
         // SAFETY: kill(2) on the pid of our own child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         c.wait().expect("wait")
+    }
+
+    /// Installs a built plugin component as DATA_DIR/plugins/NAME/ with `manifest` beside it.
+    /// A running server picks it up (see `reload_plugins` to wait for that).
+    pub fn install_plugin(&self, name: &str, crate_name: &str, manifest: &str) {
+        let dir = self.data_dir().join("plugins").join(name);
+        std::fs::create_dir_all(&dir).expect("plugin dir");
+        std::fs::write(dir.join("plugin.toml"), manifest).expect("plugin.toml");
+        std::fs::copy(plugin_wasm(crate_name), dir.join("plugin.wasm")).expect("copy plugin");
+    }
+
+    /// Reloads the server's plugins now and returns its list.
+    pub async fn reload_plugins(&self) -> Value {
+        let (status, body) = self.post("/api/v1/plugins/reload", Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -10,6 +10,7 @@
 //! - `sync_host`: the IPAM and HTTP an `ipam-sync` plugin may use.
 //! - `registry`: the loaded plugins, their states, reload, and calls by name.
 //! - `scaffold`: `weft plugin new`, a ready-to-build crate for a new plugin.
+//! - `watch`: reloading when a file in a plugins folder changes.
 
 pub mod bindings;
 pub mod call;
@@ -22,9 +23,10 @@ pub mod runtime;
 pub mod scaffold;
 pub mod select;
 pub mod sync_host;
+pub mod watch;
 
 pub use manifest::{Manifest, World};
 pub use registry::{PluginError, PluginHost, State, Status};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -91,7 +91,8 @@ pub struct Refused {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
 pub enum State {
     Loaded,
     Failing { last: String },
@@ -99,13 +100,14 @@ pub enum State {
 }
 
 /// One line of `weft plugin list` and of the plugins page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub name: String,
     pub dir: PathBuf,
     pub world: Option<World>,
     pub version: Option<String>,
     pub description: String,
+    #[serde(flatten)]
     pub state: State,
     pub last_error: Option<String>,
 }
@@ -137,6 +139,11 @@ impl PluginHost {
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The folders plugins load from.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// Loads every plugin afresh (compiled forms come from the cache) and swaps them in at
@@ -289,6 +296,16 @@ impl PluginHost {
             last_error: None,
         }));
         out
+    }
+
+    /// The world of a loaded plugin.
+    pub fn world_of(&self, name: &str) -> Option<World> {
+        self.snapshot().loaded.get(name).map(|p| p.manifest.world)
+    }
+
+    /// The manifest of a loaded plugin.
+    pub fn manifest(&self, name: &str) -> Option<Manifest> {
+        self.snapshot().loaded.get(name).map(|p| p.manifest.clone())
     }
 
     fn snapshot(&self) -> Arc<Plugins> {

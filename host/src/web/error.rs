@@ -134,6 +134,32 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::plugin_run::RunError> for ApiError {
+    fn from(e: crate::plugin_run::RunError) -> Self {
+        use crate::plugin_run::RunError as R;
+        use crate::plugins::PluginError as P;
+        use StatusCode as S;
+        let (status, code) = match &e {
+            R::NotFound(_) | R::Plugin(P::NotFound(_)) => (S::NOT_FOUND, "not_found"),
+            R::BadInput { .. } => (S::UNPROCESSABLE_ENTITY, "invalid"),
+            R::Plugin(P::WrongWorld { .. }) => (S::CONFLICT, "wrong_world"),
+            R::Plugin(P::Failing { .. }) => (S::CONFLICT, "plugin_failing"),
+            R::Plugin(P::Busy) => (S::SERVICE_UNAVAILABLE, "busy"),
+            // The plugin misbehaved, not the caller: weft is the gateway to it.
+            R::Plugin(
+                P::Timeout { .. }
+                | P::OutOfMemory { .. }
+                | P::Trap { .. }
+                | P::Returned { .. }
+                | P::BadOutput { .. },
+            ) => (S::BAD_GATEWAY, "plugin_failed"),
+            R::Sync(_) => (S::BAD_GATEWAY, "plugin_failed"),
+            R::Store(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {

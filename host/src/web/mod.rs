@@ -15,6 +15,7 @@ mod auth;
 mod csv_io;
 mod error;
 mod pages;
+mod plugins;
 mod pools;
 mod session;
 mod throttle;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
     /// The address pages' counts per filter, while the store is unchanged.
     pub(crate) counts: Arc<pages::CountMemo>,
+    /// The plugin host; none where weft runs without plugins (tests, a host that failed to
+    /// start).
+    pub plugins: Option<Arc<crate::plugins::PluginHost>>,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
             throttle: Arc::default(),
             setup: Arc::default(),
             counts: Arc::default(),
+            plugins: None,
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -127,6 +132,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(pools::router())
         .merge(addresses::router())
+        .merge(plugins::router())
         .split_for_parts()
 }
 

@@ -8,6 +8,7 @@
 mod addresses;
 mod dashboard;
 mod login;
+mod plugins;
 mod pools;
 mod setup;
 
@@ -28,6 +29,7 @@ const CSS: &str = concat!(
     include_str!("weft.css"),
     include_str!("pools.css"),
     include_str!("addresses.css"),
+    include_str!("plugins.css"),
 );
 /// Bumped with each release, so the year-long cache never serves an old stylesheet.
 const CSS_URL: &str = concat!("/static/weft.css?v=", env!("CARGO_PKG_VERSION"));
@@ -40,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(dashboard::router())
         .merge(pools::router())
         .merge(addresses::router())
+        .merge(plugins::router())
 }
 
 async fn css() -> Response {
