@@ -6,8 +6,8 @@
 //! one store change. A batch a plugin fails on is logged, counted and left as it was: one
 //! bad answer never marks addresses down.
 
-use crate::plugins::PluginHost;
 use crate::plugins::probe_host::ProbeReach;
+use crate::plugins::{PluginError, PluginHost};
 use crate::probe::{self, ProbeError};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
@@ -65,6 +65,10 @@ pub enum PingError {
     Probe(#[from] ProbeError),
     #[error("ping sweep: {0}")]
     Store(#[from] StoreError),
+    /// The plugin cannot be called at all (not loaded, not a ping check, marked failing):
+    /// the sweep stops rather than fail every batch alike.
+    #[error("ping sweep: {0}")]
+    Plugin(PluginError),
 }
 
 /// Checks every held address once. Blocking: run it off the async threads (the scheduler
@@ -108,6 +112,11 @@ fn sweep_until(
             Checker::Plugin { host, name } => {
                 match plugin_batch(host, name, &batch, &pools, runtime) {
                     Ok(results) => results,
+                    Err(
+                        e @ (PluginError::NotFound(_)
+                        | PluginError::WrongWorld { .. }
+                        | PluginError::Failing { .. }),
+                    ) => return Err(PingError::Plugin(e)),
                     Err(e) => {
                         tracing::warn!(plugin = %name, first = %batch[0], %last, error = %e, "ping check failed for a batch; its addresses are left as they were");
                         report.errors += 1;
@@ -134,7 +143,7 @@ fn plugin_batch(
     batch: &[IpAddr],
     pools: &[ipnet::IpNet],
     runtime: &Handle,
-) -> Result<Vec<(IpAddr, bool)>, crate::plugins::PluginError> {
+) -> Result<Vec<(IpAddr, bool)>, PluginError> {
     let targets: Vec<String> = batch.iter().map(ToString::to_string).collect();
     let reach = ProbeReach {
         pools: pools.to_vec(),

@@ -350,6 +350,17 @@ fn a_sweep_with_tcp_ping_marks_answering_addresses_active_by_the_plugin() {
         assert!(!r.active && r.checked_at.is_none(), "{a} was touched");
     }
 
+    // A plugin that is not there: the sweep stops at once rather than fail every batch.
+    let missing = Checker::Plugin {
+        host: host.clone(),
+        name: "missing".into(),
+    };
+    let err = ping::sweep(&store, &missing, rt.handle().clone()).unwrap_err();
+    assert!(
+        matches!(err, ping::PingError::Plugin(PluginError::NotFound(_))),
+        "{err}"
+    );
+
     let checker = Checker::Plugin {
         host,
         name: "tcp-ping".into(),
