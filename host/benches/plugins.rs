@@ -354,7 +354,7 @@ fn ping_sweep() {
     use weft::store::{AllocationRequest, PoolSpec, Store};
 
     println!("5. ping sweep of 1,024 addresses on loopback (127.0.0.0/22)");
-    let runs = if quick() { 3 } else { 15 };
+    let runs = if quick() { 3 } else { 51 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
