@@ -144,6 +144,7 @@ fn each_probe_of_a_batch_is_answered_in_order_or_refused_with_its_reason() {
         vec![
             target("127.0.0.1", open.port()),
             target("not an address", open.port()),
+            target(&"9".repeat(100_000), open.port()),
             target("10.1.2.3", open.port()),
             target("127.0.1.1", outside.port()),
             target("127.0.0.1", ungranted.port()),
@@ -151,9 +152,16 @@ fn each_probe_of_a_batch_is_answered_in_order_or_refused_with_its_reason() {
         ],
         1000,
     );
-    assert_eq!(answers.len(), 6);
+    assert_eq!(answers.len(), 7);
     assert!(matches!(answers[0], Ok(Some(_))), "{:?}", answers[0]);
     assert!(refusal(&answers[1]).contains("not an IP address"));
+    let why = refusal(&answers[2]);
+    assert!(
+        why.contains("not an IP address") && why.len() < 200,
+        "a plugin's text is quoted back bounded: {} bytes",
+        why.len()
+    );
+    let answers = [&answers[..2], &answers[3..]].concat();
     assert!(refusal(&answers[2]).contains("10.1.2.3 is outside every weft pool"));
     assert!(refusal(&answers[3]).contains("outside every weft pool"));
     let why = refusal(&answers[4]);
@@ -216,7 +224,7 @@ fn a_batch_too_large_or_a_call_that_may_not_probe_is_refused_whole() {
     let answers = store
         .data_mut()
         .tcp_connect(vec![target("127.0.0.1", 22)], 100);
-    assert!(refusal(&answers[0]).contains("cannot probe"));
+    assert!(refusal(&answers[0]).contains("not a ping check"));
 
     // A selector may not probe even when handed a reach: grants decide by world.
     let selector = "name = \"s\"\nversion = \"0.1.0\"\nworld = \"node-selector\"\n";

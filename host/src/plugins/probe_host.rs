@@ -31,10 +31,8 @@ impl CallState {
     /// The reach of a probing call, or why this call may not probe at all.
     fn probe_reach(&self, asked: usize) -> Result<&ProbeReach, String> {
         let Reach::Probe(reach) = &self.reach else {
-            return Err(format!(
-                "{} plugins cannot probe addresses",
-                self.plugin.world
-            ));
+            // Only `PluginHost::check` hands a call a probe reach.
+            return Err("this call cannot probe addresses: it is not a ping check".to_string());
         };
         if asked > MAX_BATCH {
             return Err(format!(
@@ -95,9 +93,17 @@ fn timeout(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms.min(MAX_TIMEOUT_MS)))
 }
 
+/// The longest part of a plugin's bad address quoted back in the error.
+const QUOTED: usize = 64;
+
 fn parse(text: &str) -> Result<IpAddr, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not an IP address"))
+    text.parse().map_err(|_| {
+        let mut shown: String = text.chars().take(QUOTED).collect();
+        if shown.len() < text.len() {
+            shown.push('…');
+        }
+        format!("{shown:?} is not an IP address")
+    })
 }
 
 impl probe::Host for CallState {
