@@ -20,11 +20,19 @@
 //!    call): wasm ÷ native of the same function. Goal ≤ 1.5.
 //! 4. Loading 10 plugins (10 distinct components) with an empty compile cache and with a warm
 //!    one.
+//! 5. A ping sweep of 1,024 addresses on loopback (127.0.0.0/22): the built-in ICMP echo
+//!    batch against the `tcp-ping` plugin through the host (one port, where nothing listens:
+//!    a refused connect is an answer), each the median of several runs; apart, the same TCP
+//!    connects without the plugin, and `ping::sweep` in all (store read and write included).
+//!    Needs an ICMP socket (root, CAP_NET_RAW or net.ipv4.ping_group_range).
+//!
+//! `cargo bench -p weft --bench plugins -- ping` runs section 5 alone; any other word, 1 to 4.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weft::placement::{self, Candidate, Health, Request, Strategy, WitCall};
 use weft::plugins::call::{self, PluginInfo};
+use weft::plugins::probe_host::ProbeReach;
 use weft::plugins::runtime::{Prepared, Runtime};
 use weft::plugins::{Manifest, PluginHost};
 
@@ -142,7 +150,23 @@ fn distinct(wasm: &[u8], tag: u8) -> Vec<u8> {
     out
 }
 
+/// The word after `--`, if any: `ping` (or a part of it) picks section 5 alone.
+fn filter() -> Option<String> {
+    std::env::args().skip(1).find(|a| !a.starts_with('-'))
+}
+
 fn main() {
+    let only = filter();
+    let ping = only.as_deref().map(|f| "ping sweep".contains(f));
+    if ping != Some(true) {
+        placement_sections();
+    }
+    if ping != Some(false) {
+        ping_sweep();
+    }
+}
+
+fn placement_sections() {
     let quick = quick();
     let n = if quick { 50 } else { 20_000 };
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -311,4 +335,144 @@ fn main() {
         warm_time.as_secs_f64() * 1e3,
         cold_time.as_secs_f64() / warm_time.as_secs_f64()
     );
+}
+
+/// The median of `runs` timed runs of `f`, after one untimed run.
+fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let t = times(runs, f);
+    pct(&t, 0.5)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn ping_sweep() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use weft::ping::{self, Checker};
+    use weft::store::{AllocationRequest, PoolSpec, Store};
+
+    println!("5. ping sweep of 1,024 addresses on loopback (127.0.0.0/22)");
+    let runs = if quick() { 3 } else { 51 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool: ipnet::IpNet = "127.0.0.0/22".parse().expect("cidr");
+    let addrs: Vec<IpAddr> = (0..1024u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | i)))
+        .collect();
+    if let Err(e) = rt.block_on(weft::probe::icmp_echo_batch(
+        &addrs[..1],
+        ping::BUILTIN_TIMEOUT,
+    )) {
+        println!("  skipped: {e}");
+        return;
+    }
+    // A port where nothing listens on any loopback address: every connect is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let plugins = tmp.path().join("plugins");
+    let dir = plugins.join("tcp-ping");
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    std::fs::write(
+        dir.join("plugin.toml"),
+        format!(
+            "name = \"tcp-ping\"\nversion = \"0.1.0\"\nworld = \"ping-check\"\n[config]\nports = \"{port}\"\ntimeout_ms = 1000\n[permissions]\nprobe_ports = [{port}]\n"
+        ),
+    )
+    .expect("manifest");
+    std::fs::write(dir.join("tcp_ping.wasm"), component("tcp_ping")).expect("component");
+    let host = std::sync::Arc::new(
+        PluginHost::new(vec![plugins], Some(tmp.path().join("cache"))).expect("plugin host"),
+    );
+    let targets: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let reach = || ProbeReach {
+        pools: vec![pool],
+        runtime: rt.handle().clone(),
+    };
+
+    let answered = |answers: &[Option<Duration>]| answers.iter().filter(|a| a.is_some()).count();
+    let icmp = median_of(runs, || {
+        let answers = rt
+            .block_on(weft::probe::icmp_echo_batch(&addrs, ping::BUILTIN_TIMEOUT))
+            .expect("icmp");
+        assert_eq!(answered(&answers), 1024, "echoes went unanswered");
+    });
+    let tcp_targets: Vec<(IpAddr, u16)> = addrs.iter().map(|&a| (a, port)).collect();
+    let tcp = median_of(runs, || {
+        let answers = rt.block_on(weft::probe::tcp_connect_batch(
+            &tcp_targets,
+            Duration::from_secs(1),
+        ));
+        assert_eq!(answered(&answers), 1024, "connects went unanswered");
+    });
+    let plugin = median_of(runs, || {
+        let outcomes = host.check("tcp-ping", &targets, reach()).expect("check");
+        assert_eq!(outcomes.iter().filter(|o| o.alive).count(), 1024);
+    });
+
+    // The sweep in all, on a store holding every address of the pool (the steady state:
+    // each sweep finds what the last one did, so it only moves checked_at).
+    let store = Store::open(&tmp.path().join("weft.redb")).expect("store");
+    let spec = PoolSpec {
+        name: "lo".into(),
+        cidr: pool,
+        description: None,
+        reserve_gateway: false,
+        static_ranges: vec![],
+    };
+    let held = store
+        .write_blocking(move |w| {
+            w.create_pool(&spec, "bench")?;
+            let mut n = 0;
+            while w
+                .allocate("lo", &AllocationRequest::default(), None, "bench")
+                .is_ok()
+            {
+                n += 1;
+            }
+            Ok(n)
+        })
+        .expect("allocate");
+    let sweep = |checker: &Checker| {
+        median_of(runs, || {
+            let report = ping::sweep(&store, checker, rt.handle().clone()).expect("sweep");
+            assert_eq!((report.checked, report.alive), (held, held));
+        })
+    };
+    let sweep_builtin = sweep(&Checker::Builtin);
+    let sweep_plugin = sweep(&Checker::Plugin {
+        host: host.clone(),
+        name: "tcp-ping".into(),
+    });
+
+    let line = |label: &str, d: Duration| {
+        println!(
+            "  {label:<44} median {:>9.2} ms   {:>6.2}× the built-in",
+            ms(d),
+            d.as_secs_f64() / icmp.as_secs_f64()
+        )
+    };
+    line("built-in ICMP echo batch (1,024)", icmp);
+    line("TCP connect batch, no plugin (1,024 refused)", tcp);
+    line("tcp-ping plugin through the host (1,024)", plugin);
+    line(
+        &format!("ping::sweep built-in, store included ({held})"),
+        sweep_builtin,
+    );
+    line(
+        &format!("ping::sweep tcp-ping, store included ({held})"),
+        sweep_plugin,
+    );
+    println!(
+        "  tcp-ping plugin ÷ built-in ICMP (median): {:.2}; plugin ÷ the same TCP without it: {:.2}",
+        plugin.as_secs_f64() / icmp.as_secs_f64(),
+        plugin.as_secs_f64() / tcp.as_secs_f64()
+    );
+    store.close();
 }

@@ -4,6 +4,8 @@
 //! - `ipam`: the pure core (addresses, pools, allocator, record rules): no I/O.
 //! - `store`: redb behind typed reads and group-committed writes.
 //! - `web`: the HTTP edge (JSON API, OpenAPI, health, metrics); `metrics` its counters.
+//! - `probe`: ICMP echoes and TCP connects, a batch at a time; `ping` the sweep that uses
+//!   them (or a ping-check plugin) to keep each held address's `active` flag.
 //! - `admin`: admin commands over a Unix socket or the database directly.
 //! - `server`, `cli`, `config`: the `weft serve` process and its settings.
 //! - `plugins`: the WebAssembly plugin host; `placement`, `ping`, `syncs` and `plugin_run`
@@ -18,6 +20,7 @@ pub mod ping;
 pub mod placement;
 pub mod plugin_run;
 pub mod plugins;
+pub mod probe;
 pub mod server;
 pub mod store;
 pub mod syncs;

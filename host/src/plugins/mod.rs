@@ -29,4 +29,6 @@ pub use manifest::{Manifest, World};
 pub use registry::{PluginError, PluginHost, State, Status};
 
 #[cfg(test)]
+mod ping_tests;
+#[cfg(test)]
 pub(crate) mod tests;
