@@ -5,6 +5,7 @@
 //! - `store`: redb behind typed reads and group-committed writes.
 //! - `web`: the HTTP edge (JSON API, OpenAPI, health, metrics); `metrics` its counters.
 //! - `admin`: admin commands over a Unix socket or the database directly.
+//! - `syncs`: running ipam-sync plugins, on demand and on their interval, and their runs.
 //! - `server`, `cli`, `config`: the `weft serve` process and its settings.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod placement;
 pub mod plugins;
 pub mod server;
 pub mod store;
+pub mod syncs;
 pub mod web;
 
 #[cfg(test)]
