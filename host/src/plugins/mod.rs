@@ -27,4 +27,6 @@ pub use manifest::{Manifest, World};
 pub use registry::{PluginError, PluginHost, State, Status};
 
 #[cfg(test)]
+mod sync_tests;
+#[cfg(test)]
 mod tests;
