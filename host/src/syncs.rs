@@ -216,18 +216,14 @@ fn due(
 /// blocking thread, until `shutdown` resolves. A plugin still running when it is due again
 /// is skipped that time. Reloads are picked up: plugins are looked up afresh every tick.
 /// Runs under way at shutdown are not waited for.
-pub async fn run_scheduler(
-    host: Arc<PluginHost>,
-    store: Store,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn run_scheduler(host: Arc<PluginHost>, store: Store, shutdown: impl Future) {
     let mut next = BTreeMap::new();
     let mut tick = tokio::time::interval(SCHEDULER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            _ = &mut shutdown => break,
             _ = tick.tick() => {}
         }
         let lookup = host.clone();

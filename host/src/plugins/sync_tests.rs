@@ -343,7 +343,7 @@ fn fake_phpipam(rt: &tokio::runtime::Runtime) -> (Fake, Arc<Mutex<PhpipamData>>)
 struct Weft {
     _dir: tempfile::TempDir,
     store: Store,
-    host: PluginHost,
+    host: Arc<PluginHost>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -387,7 +387,8 @@ impl Weft {
             component(crate_name),
         )
         .expect("component");
-        let host = PluginHost::new(vec![plugins], Some(dir.path().join("cache"))).expect("host");
+        let host =
+            Arc::new(PluginHost::new(vec![plugins], Some(dir.path().join("cache"))).expect("host"));
         Weft {
             _dir: dir,
             store,
@@ -690,4 +691,70 @@ fn a_wrong_token_fails_the_run_with_the_answer_and_not_the_token() {
         "{error}"
     );
     assert!(!error.contains("wrong-token-89"));
+}
+
+#[test]
+fn run_now_runs_from_async_code_on_a_blocking_thread() {
+    let rt = runtime();
+    let (netbox, data) = fake_netbox(&rt, Duration::ZERO);
+    let weft = Weft::new(
+        rt,
+        "netbox_sync",
+        &netbox_manifest(&netbox.url(), &netbox.grant()),
+    );
+    // As an axum handler would: from a task of the runtime that also carries the requests.
+    let run = weft
+        .rt
+        .block_on(async {
+            tokio::spawn(syncs::run_now(
+                weft.host.clone(),
+                weft.store.clone(),
+                "netbox-sync".into(),
+                Trigger::Schedule,
+            ))
+            .await
+        })
+        .expect("task")
+        .expect("run");
+    assert_eq!(counts(&run), (4, 0, 0, vec![]));
+    assert_eq!(run.trigger, Trigger::Schedule);
+    assert_eq!(data.lock().unwrap().posts.len(), 1);
+}
+
+#[test]
+fn the_scheduler_runs_a_sync_on_its_interval_until_shut_down() {
+    let rt = runtime();
+    let (netbox, _) = fake_netbox(&rt, Duration::ZERO);
+    // The shortest interval weft allows; the first run comes one interval after start.
+    let manifest = netbox_manifest(&netbox.url(), &netbox.grant()) + "interval_secs = 10\n";
+    let weft = Weft::new(rt, "netbox_sync", &manifest);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = weft.rt.spawn(syncs::run_scheduler(
+        weft.host.clone(),
+        weft.store.clone(),
+        stopped,
+    ));
+    let started = std::time::Instant::now();
+    let run = loop {
+        if let Some(run) = weft
+            .store
+            .read(|r| r.last_run("netbox-sync"))
+            .expect("read")
+        {
+            break run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no scheduled run within 40 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "not before its interval"
+    );
+    assert_eq!(run.trigger, Trigger::Schedule);
+    assert_eq!(counts(&run), (4, 0, 0, vec![]));
+    stop.send(()).expect("scheduler alive");
+    weft.rt.block_on(scheduler).expect("the scheduler stops");
 }

@@ -180,10 +180,17 @@ pub fn pull(
         .collect();
     let mut seen_devices = HashSet::new();
     let mut seen_reservations = HashSet::new();
+    let mut claimed = HashSet::new();
 
     for item in external {
         if !pools.iter().any(|p| p.net.contains(&item.address)) {
             counts.outside += 1;
+            continue;
+        }
+        // The same address twice on the other side (NetBox VRFs, say): the first listed
+        // wins, every run, and the others are left out rather than failing each run.
+        if !claimed.insert(item.address) {
+            counts.held_elsewhere += 1;
             continue;
         }
         let id = device_id(source, &item.id);
@@ -429,10 +436,13 @@ mod tests {
             device("1", "10.0.0.5", "web"),
             reserved("2", "10.0.0.6", "spare"),
             device("3", "192.0.2.1", "far"),
+            device("4", "10.0.0.5", "twin"),
         ];
         let first = pull("nb", &pools(), &weft.list(), &ext, &mut weft);
         assert_eq!((first.created, first.updated, first.deleted), (2, 0, 0));
         assert_eq!(first.outside, 1);
+        assert_eq!(first.held_elsewhere, 1, "the second of two at one address");
+        assert!(first.errors.is_empty());
         assert_eq!(
             weft.records[&ip("10.0.0.6")].description.as_deref(),
             Some("nb:2 spare")
