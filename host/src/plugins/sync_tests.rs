@@ -62,6 +62,15 @@ impl Request {
 
 type Handler = Arc<dyn Fn(&Request) -> (u16, Value) + Send + Sync>;
 
+/// An answer with any headers and body.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+type RawHandler = Arc<dyn Fn(&Request) -> Raw + Send + Sync>;
+
 /// A minimal HTTP/1.1 server: one request per connection, answered with JSON and closed.
 /// Counts the connections it accepted.
 struct Fake {
@@ -71,6 +80,21 @@ struct Fake {
 
 impl Fake {
     fn start(rt: &tokio::runtime::Runtime, delay: Duration, handler: Handler) -> Fake {
+        Fake::start_raw(
+            rt,
+            delay,
+            Arc::new(move |r: &Request| {
+                let (status, body) = handler(r);
+                Raw {
+                    status,
+                    headers: vec![("Content-Type".into(), "application/json".into())],
+                    body: body.to_string().into_bytes(),
+                }
+            }),
+        )
+    }
+
+    fn start_raw(rt: &tokio::runtime::Runtime, delay: Duration, handler: RawHandler) -> Fake {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
@@ -86,14 +110,21 @@ impl Fake {
                         return;
                     };
                     tokio::time::sleep(delay).await;
-                    let (status, body) = handler(&request);
-                    let body = body.to_string();
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    let Raw {
+                        status,
+                        headers,
+                        body,
+                    } = handler(&request);
+                    let mut head = format!("HTTP/1.1 {status} X\r\n");
+                    for (k, v) in headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str(&format!(
+                        "Content-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
-                    );
+                    ));
                     let _ = stream.write_all(head.as_bytes()).await;
-                    let _ = stream.write_all(body.as_bytes()).await;
+                    let _ = stream.write_all(&body).await;
                     let _ = stream.shutdown().await;
                 });
             }
@@ -757,4 +788,267 @@ fn the_scheduler_runs_a_sync_on_its_interval_until_shut_down() {
     assert_eq!(counts(&run), (4, 0, 0, vec![]));
     stop.send(()).expect("scheduler alive");
     weft.rt.block_on(scheduler).expect("the scheduler stops");
+}
+
+mod imports {
+    //! The host's side of the `ipam` and `http` imports, called directly as a plugin's call
+    //! would (a call store with the plugin's manifest and a sync's reach).
+    use super::*;
+    use crate::plugins::bindings::imports::weft::plugin::{http, ipam, types};
+    use crate::plugins::call::{self, CallState, PluginInfo, Reach};
+    use crate::plugins::runtime::Runtime;
+    use crate::plugins::sync_host::{MAX_BODY, SyncReach};
+    use http::Host as _;
+    use ipam::Host as _;
+
+    /// Runs `f` on the state of a call of a sync plugin granted `grants`, which may run for
+    /// `limit`.
+    fn with_call<R>(
+        weft: &Weft,
+        grants: &str,
+        limit: Duration,
+        f: impl FnOnce(&mut CallState) -> R,
+    ) -> R {
+        let m = crate::plugins::Manifest::parse(&format!(
+            "name = \"test-sync\"\nversion = \"0.1.0\"\nworld = \"ipam-sync\"\n[permissions]\noutbound_hosts = [{grants}]\n"
+        ))
+        .expect("manifest");
+        let info = Arc::new(PluginInfo {
+            name: m.name,
+            world: m.world,
+            config: m.config,
+            permissions: m.permissions,
+        });
+        let runtime = Runtime::new(None).expect("runtime");
+        let reach = SyncReach::new(weft.store.clone(), weft.rt.handle().clone(), limit);
+        let mut store = call::store(runtime.engine(), &info, Reach::Sync(reach));
+        f(store.data_mut())
+    }
+
+    /// weft with `lan` and alice's 10.0.0.20, and no plugin installed.
+    fn weft() -> Weft {
+        let rt = runtime();
+        let (netbox, _) = fake_netbox(&rt, Duration::ZERO);
+        Weft::new(
+            rt,
+            "netbox_sync",
+            &netbox_manifest(&netbox.url(), &netbox.grant()),
+        )
+    }
+
+    fn get(url: &str, headers: &[(&str, &str)]) -> http::Request {
+        http::Request {
+            method: http::Method::Get,
+            url: url.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| types::Pair {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn ipam_imports_check_their_input_and_record_the_plugin_as_actor() {
+        let weft = weft();
+        let minute = Duration::from_secs(60);
+        with_call(&weft, "", minute, |c| {
+            let pools = c.pools().expect("pools");
+            assert_eq!(pools.len(), 1);
+            assert_eq!(
+                (pools[0].name.as_str(), pools[0].cidr.as_str()),
+                ("lan", "10.0.0.0/24")
+            );
+
+            c.reserve("10.0.0.30".into(), "kept for the printer".into())
+                .expect("reserve");
+            c.reserve("10.0.0.30".into(), "kept for the new printer".into())
+                .expect("reserving again sets the description");
+            let bad = c.reserve("10.0.0.300".into(), "x".into()).unwrap_err();
+            assert!(bad.contains("is not an IP address"), "{bad}");
+            let taken = c.reserve("10.0.0.20".into(), "mine".into()).unwrap_err();
+            assert!(taken.contains("allocated"), "{taken}");
+            let forged = c.reserve("10.0.0.31".into(), "a\nb".into()).unwrap_err();
+            assert!(forged.contains("control characters"), "{forged}");
+
+            c.upsert_device(ipam::Device {
+                id: "ext:1".into(),
+                address: "10.0.0.40".into(),
+                hostname: Some("web".into()),
+                mac: Some("52-54-00-00-00-01".into()),
+                platform: None,
+                manufacturer: None,
+            })
+            .expect("device");
+            let outside = c
+                .upsert_device(ipam::Device {
+                    id: "ext:2".into(),
+                    address: "192.0.2.1".into(),
+                    hostname: None,
+                    mac: None,
+                    platform: None,
+                    manufacturer: None,
+                })
+                .unwrap_err();
+            assert!(outside.contains("not in any pool"), "{outside}");
+            let no_id = c
+                .upsert_device(ipam::Device {
+                    id: String::new(),
+                    address: "10.0.0.41".into(),
+                    hostname: None,
+                    mac: None,
+                    platform: None,
+                    manufacturer: None,
+                })
+                .unwrap_err();
+            assert!(no_id.contains("empty"), "{no_id}");
+
+            // Records come in address order, a page at a time, with their device.
+            let first = c.records("lan".into(), None, 2).expect("page");
+            let addresses: Vec<&str> = first.items.iter().map(|r| r.address.as_str()).collect();
+            assert_eq!(
+                addresses,
+                ["10.0.0.1", "10.0.0.20"],
+                "the gateway, then alice's"
+            );
+            let rest = c
+                .records("lan".into(), first.next_cursor.clone(), 1000)
+                .expect("page");
+            let addresses: Vec<&str> = rest.items.iter().map(|r| r.address.as_str()).collect();
+            assert_eq!(addresses, ["10.0.0.30", "10.0.0.40"]);
+            assert_eq!(rest.next_cursor, None);
+            assert_eq!(rest.items[1].device.as_deref(), Some("ext:1"));
+            assert_eq!(rest.items[1].mac.as_deref(), Some("52:54:00:00:00:01"));
+            assert_eq!(rest.items[0].status, ipam::Status::Reserved);
+            assert_eq!(
+                c.records("lan".into(), None, 0).expect("page").items.len(),
+                1
+            );
+            assert!(c.records("lan".into(), Some("garbage".into()), 10).is_err());
+            assert!(c.records("nope".into(), None, 10).is_err());
+
+            c.note("10.0.0.20".into(), "seen elsewhere".into())
+                .expect("note");
+            c.release("10.0.0.30".into())
+                .expect("release a reservation");
+            c.release("10.0.0.30".into())
+                .expect("releasing again changes nothing");
+            c.delete_device("ext:1".into()).expect("delete");
+        });
+        assert_eq!(
+            weft.record("10.0.0.30").status,
+            crate::ipam::Status::Available
+        );
+        assert_eq!(
+            weft.record("10.0.0.40").status,
+            crate::ipam::Status::Available
+        );
+        let history = weft
+            .store
+            .read(|r| r.history(ip("10.0.0.20")))
+            .expect("history");
+        let last = history.last().expect("event");
+        assert_eq!(
+            (last.action.as_str(), last.actor.as_str()),
+            ("note: seen elsewhere", "plugin:test-sync")
+        );
+        assert_eq!(weft.record("10.0.0.20").owner.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn http_reaches_granted_hosts_follows_no_redirect_and_bounds_the_answer() {
+        let weft = weft();
+        let elsewhere = Fake::start(
+            &weft.rt,
+            Duration::ZERO,
+            Arc::new(|_: &Request| (200, json!({}))),
+        );
+        let to = format!("{}/stolen", elsewhere.url());
+        let location = to.clone();
+        let server = Fake::start_raw(
+            &weft.rt,
+            Duration::ZERO,
+            Arc::new(move |r: &Request| match r.path() {
+                "/echo" => Raw {
+                    status: 200,
+                    headers: vec![("X-Answer".into(), "yes".into())],
+                    body: json!({"method": r.method, "test": r.header("x-test")})
+                        .to_string()
+                        .into_bytes(),
+                },
+                "/redirect" => Raw {
+                    status: 302,
+                    headers: vec![("Location".into(), location.clone())],
+                    body: vec![],
+                },
+                _ => Raw {
+                    status: 200,
+                    headers: vec![],
+                    body: vec![b'x'; MAX_BODY + 1],
+                },
+            }),
+        );
+        let slow = Fake::start(
+            &weft.rt,
+            Duration::from_secs(5),
+            Arc::new(|_: &Request| (200, json!({}))),
+        );
+        let grants = format!("{}, {}", server.grant(), slow.grant());
+        let base = server.url();
+
+        let started = std::time::Instant::now();
+        with_call(&weft, &grants, Duration::from_secs(1), |c| {
+            let echo = c
+                .send(get(&format!("{base}/echo"), &[("X-Test", "1")]))
+                .expect("granted");
+            assert_eq!(echo.status, 200);
+            let body: Value = serde_json::from_slice(&echo.body).expect("json");
+            assert_eq!(body, json!({"method": "GET", "test": "1"}));
+            assert!(
+                echo.headers
+                    .iter()
+                    .any(|p| p.key == "x-answer" && p.value == "yes")
+            );
+
+            let moved = c
+                .send(get(&format!("{base}/redirect"), &[]))
+                .expect("an answer");
+            assert_eq!(moved.status, 302, "handed to the plugin, not followed");
+
+            let big = c.send(get(&format!("{base}/big"), &[])).unwrap_err();
+            assert!(big.contains("larger than 16 MiB"), "{big}");
+
+            let mut post = get(&format!("{base}/echo"), &[]);
+            post.method = http::Method::Post;
+            post.body = Some(vec![0; MAX_BODY + 1]);
+            let too_much = c.send(post).unwrap_err();
+            assert!(too_much.contains("at most 16 MiB"), "{too_much}");
+
+            let smuggled = c
+                .send(get(&format!("{base}/echo"), &[("Host", "evil.example")]))
+                .unwrap_err();
+            assert!(smuggled.contains("set by weft"), "{smuggled}");
+
+            let refused = c.send(get(&to, &[])).unwrap_err();
+            assert!(
+                refused.contains("not among the outbound hosts"),
+                "{refused}"
+            );
+
+            // The call may run one second: a server taking five is given up on in time.
+            let late = c.send(get(&slow.url(), &[])).unwrap_err();
+            assert!(late.contains("did not answer within"), "{late}");
+            let after = c.send(get(&format!("{base}/echo"), &[])).unwrap_err();
+            assert!(after.contains("time limit is reached"), "{after}");
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(elsewhere.connections.load(Ordering::SeqCst), 0);
+    }
 }
