@@ -107,8 +107,9 @@ pub fn run(
         Err(e @ (PluginError::NotFound(_) | PluginError::WrongWorld { .. })) => {
             return Err(SyncError::Plugin(e));
         }
+        // The error can hold the plugin's own text: kept bounded like its per-item errors.
         Err(e) => RunOutcome::Failed {
-            error: e.to_string(),
+            error: one_line(&e.to_string()),
         },
     };
     match &outcome {
@@ -160,24 +161,27 @@ pub async fn run_now(
 fn bounded_errors(errors: Vec<String>) -> Vec<String> {
     let total = errors.len();
     let mut kept: Vec<String> = errors
-        .into_iter()
+        .iter()
         .take(MAX_REPORTED_ERRORS)
-        .map(|e| {
-            let mut line: String = e
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .take(MAX_ERROR_CHARS)
-                .collect();
-            if e.chars().count() > MAX_ERROR_CHARS {
-                line.push('…');
-            }
-            line
-        })
+        .map(|e| one_line(e))
         .collect();
     if total > MAX_REPORTED_ERRORS {
         kept.push(format!("… and {} more", total - MAX_REPORTED_ERRORS));
     }
     kept
+}
+
+/// A text as kept in a run: one line of at most [`MAX_ERROR_CHARS`] characters.
+fn one_line(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_CHARS)
+        .collect();
+    if text.chars().count() > MAX_ERROR_CHARS {
+        line.push('…');
+    }
+    line
 }
 
 /// The loaded sync plugins with an interval, and their intervals.
