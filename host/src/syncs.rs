@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use crate::store::{PluginRun, RunOutcome, Trigger};
+pub use crate::store::{PluginRun, RunOutcome, Trigger, WeftChanges};
 
 /// What a run returns: the run as stored.
 pub type RunRecord = PluginRun;
@@ -95,7 +95,9 @@ pub fn run(
         .unwrap_or_else(|| World::IpamSync.default_time_limit());
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
-    let result = host.sync(name, SyncReach::new(store.clone(), runtime, time_limit));
+    let reach = SyncReach::new(store.clone(), runtime, time_limit);
+    let changes = reach.changes.clone();
+    let result = host.sync(name, reach);
     let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     let outcome = match result {
         Ok(report) => RunOutcome::Report {
@@ -138,6 +140,7 @@ pub fn run(
         duration_ms,
         trigger,
         outcome,
+        weft_changes: changes.counted(),
     };
     Ok(store.write_blocking(move |w| w.record_plugin_run(&run))?)
 }

@@ -12,9 +12,10 @@ use super::call::{CallState, Reach};
 use super::grants::{self, Ask, Denied};
 use super::manifest::{Permissions, World};
 use crate::ipam::{AddrType, Record, Status};
-use crate::store::{AddressFilter, AddressPatch, DeviceSpec, Store, StoreError};
+use crate::store::{AddressFilter, AddressPatch, DeviceSpec, Store, StoreError, WeftChanges};
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Most records one `records` call returns, whatever the plugin asks.
@@ -36,6 +37,8 @@ pub struct SyncReach {
     /// When the call must be over: no request may outlive it (wasmtime's deadline cannot
     /// interrupt a plugin while it waits in the host).
     pub deadline: Instant,
+    /// What the call changed in weft, as weft saw it: read by whoever made the call.
+    pub changes: Arc<Changes>,
     /// Built on the first request, then reused for the call's later ones (keep-alive).
     client: OnceLock<reqwest::Client>,
 }
@@ -47,6 +50,7 @@ impl SyncReach {
             store,
             runtime,
             deadline: Instant::now() + time_limit,
+            changes: Arc::default(),
             client: OnceLock::new(),
         }
     }
@@ -65,6 +69,54 @@ impl SyncReach {
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
         Ok(self.client.get_or_init(|| client))
+    }
+}
+
+/// weft's records as a call changed them, counted as the changes are committed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    created: AtomicU32,
+    updated: AtomicU32,
+    deleted: AtomicU32,
+}
+
+impl Changes {
+    pub fn counted(&self) -> WeftChanges {
+        WeftChanges {
+            created: self.created.load(Ordering::Relaxed),
+            updated: self.updated.load(Ordering::Relaxed),
+            deleted: self.deleted.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, change: Change) {
+        let counter = match change {
+            Change::Created => &self.created,
+            Change::Updated => &self.updated,
+            Change::Deleted => &self.deleted,
+            Change::Nothing => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one import call did to weft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Created,
+    Updated,
+    Deleted,
+    Nothing,
+}
+
+/// How an address's record went from `before` to `after` (absent: available).
+fn change_of(before: Option<&Record>, after: Option<&Record>) -> Change {
+    let held = |r: Option<&Record>| r.is_some_and(|r| r.status != Status::Available);
+    match (held(before), held(after)) {
+        (false, true) => Change::Created,
+        (true, false) => Change::Deleted,
+        (true, true) if before != after => Change::Updated,
+        _ => Change::Nothing,
     }
 }
 
@@ -190,15 +242,17 @@ impl CallState {
         format!("plugin:{}", self.plugin.name)
     }
 
-    /// Runs a change as the plugin and waits for it to be durable.
-    fn write<R, F>(&self, f: F) -> Result<R, String>
+    /// Runs a change as the plugin, waits for it to be durable and counts what it did.
+    fn write<F>(&self, f: F) -> Result<(), String>
     where
-        F: FnMut(&mut crate::store::Writer<'_>) -> crate::store::Result<R> + Send + 'static,
-        R: Send + 'static,
+        F: FnMut(&mut crate::store::Writer<'_>) -> crate::store::Result<Change> + Send + 'static,
     {
         self.allow(Ask::IpamWrite)?;
         let reach = self.sync_reach()?;
-        reach.store.write_blocking(f).map_err(store_error)
+        // Counted after the commit: `f` may run more than once inside the store.
+        let change = reach.store.write_blocking(f).map_err(store_error)?;
+        reach.changes.add(change);
+        Ok(())
     }
 }
 
@@ -320,13 +374,17 @@ impl ipam::Host for CallState {
             manufacturer: device.manufacturer,
         };
         let actor = self.actor();
-        self.write(move |w| w.upsert_device(&id, &spec, &actor).map(|_| ()))
+        self.write(move |w| {
+            let before = w.address(spec.ip)?;
+            w.upsert_device(&id, &spec, &actor)?;
+            Ok(change_of(before.as_ref(), w.address(spec.ip)?.as_ref()))
+        })
     }
 
     fn delete_device(&mut self, id: String) -> Result<(), String> {
         let id = plain("device id", id, MAX_DEVICE_ID)?;
         let actor = self.actor();
-        self.write(move |w| w.delete_device(&id, &actor).map(|_| ()))
+        self.write(move |w| w.delete_device(&id, &actor).map(|_| Change::Deleted))
     }
 
     fn reserve(&mut self, address: String, description: String) -> Result<(), String> {
@@ -340,7 +398,11 @@ impl ipam::Host for CallState {
             description: Some(description),
             ..AddressPatch::default()
         };
-        self.write(move |w| w.patch(ip, &patch, &actor).map(|_| ()))
+        self.write(move |w| {
+            let before = w.address(ip)?;
+            w.patch(ip, &patch, &actor)?;
+            Ok(change_of(before.as_ref(), w.address(ip)?.as_ref()))
+        })
     }
 
     fn release(&mut self, address: String) -> Result<(), String> {
@@ -349,16 +411,16 @@ impl ipam::Host for CallState {
         self.write(move |w| {
             let status = w.address(ip)?.map_or(Status::Available, |r| r.status);
             match status {
-                Status::Allocated => w.release(ip, &actor).map(|_| ()),
+                Status::Allocated => w.release(ip, &actor).map(|_| Change::Deleted),
                 Status::Reserved => {
                     let patch = AddressPatch {
                         status: Some(Status::Available),
                         ..AddressPatch::default()
                     };
-                    w.patch(ip, &patch, &actor).map(|_| ())
+                    w.patch(ip, &patch, &actor).map(|_| Change::Deleted)
                 }
                 // Already free: releasing again changes nothing.
-                Status::Available => Ok(()),
+                Status::Available => Ok(Change::Nothing),
                 // Quarantine is an operator's decision, not a sync's.
                 Status::Quarantine => Err(StoreError::NotAllocated {
                     address: ip,
@@ -371,7 +433,7 @@ impl ipam::Host for CallState {
     fn note(&mut self, address: String, text: String) -> Result<(), String> {
         let ip = parse_address(&address)?;
         let actor = self.actor();
-        self.write(move |w| w.note(ip, &text, &actor))
+        self.write(move |w| w.note(ip, &text, &actor).map(|()| Change::Nothing))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::plugins::PluginHost;
 use crate::store::{AllocationRequest, PoolSpec, Store};
-use crate::syncs::{self, RunOutcome, SyncError, Trigger};
+use crate::syncs::{self, RunOutcome, SyncError, Trigger, WeftChanges};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -474,6 +474,14 @@ fn counts(run: &syncs::RunRecord) -> (u32, u32, u32, Vec<String>) {
     }
 }
 
+fn changes(created: u32, updated: u32, deleted: u32) -> WeftChanges {
+    WeftChanges {
+        created,
+        updated,
+        deleted,
+    }
+}
+
 #[test]
 fn netbox_sync_mirrors_netbox_pushes_back_and_a_second_run_changes_nothing() {
     let rt = runtime();
@@ -488,6 +496,7 @@ fn netbox_sync_mirrors_netbox_pushes_back_and_a_second_run_changes_nothing() {
     // Devices 1 and 4, reservation 2, and weft's 10.0.0.20 created in NetBox. 3 is outside
     // weft's pools; 5 is deprecated.
     assert_eq!(counts(&first), (4, 0, 0, vec![]));
+    assert_eq!(first.weft_changes, changes(3, 0, 0), "as weft counted them");
     let web = weft.record("10.0.0.5");
     assert_eq!(web.status, crate::ipam::Status::Allocated);
     assert_eq!(web.device.as_deref(), Some("netbox:1"));
@@ -526,6 +535,7 @@ fn netbox_sync_mirrors_netbox_pushes_back_and_a_second_run_changes_nothing() {
         (0, 0, 0, vec![]),
         "nothing changed in between"
     );
+    assert_eq!(second.weft_changes, changes(0, 0, 0));
     assert_eq!(data.lock().unwrap().posts.len(), 1, "nothing pushed twice");
 
     // NetBox drops address 1 and renames 4: weft follows.
@@ -538,6 +548,7 @@ fn netbox_sync_mirrors_netbox_pushes_back_and_a_second_run_changes_nothing() {
     }
     let third = weft.run("netbox-sync").expect("third run");
     assert_eq!(counts(&third), (0, 1, 1, vec![]));
+    assert_eq!(third.weft_changes, changes(0, 1, 1));
     assert_eq!(
         weft.record("10.0.0.5").status,
         crate::ipam::Status::Available
@@ -669,6 +680,7 @@ fn phpipam_sync_mirrors_phpipam_pushes_back_and_a_second_run_changes_nothing() {
 
     let first = weft.run("phpipam-sync").expect("first run");
     assert_eq!(counts(&first), (3, 0, 0, vec![]));
+    assert_eq!(first.weft_changes, changes(2, 0, 0));
     let web = weft.record("10.0.0.5");
     assert_eq!(web.device.as_deref(), Some("phpipam:11"));
     assert_eq!(web.hostname.as_deref(), Some("web1"));
@@ -695,6 +707,7 @@ fn phpipam_sync_mirrors_phpipam_pushes_back_and_a_second_run_changes_nothing() {
     data.lock().unwrap().addresses.retain(|a| a["id"] != "12");
     let third = weft.run("phpipam-sync").expect("third run");
     assert_eq!(counts(&third), (0, 0, 1, vec![]));
+    assert_eq!(third.weft_changes, changes(0, 0, 1));
     assert_eq!(
         weft.record("10.0.0.6").status,
         crate::ipam::Status::Available

@@ -26,7 +26,7 @@ pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
 pub use notes::MAX_NOTE;
-pub use plugin_runs::{KEEP_RUNS, NewRun, PluginRun, RunOutcome, Trigger};
+pub use plugin_runs::{KEEP_RUNS, NewRun, PluginRun, RunOutcome, Trigger, WeftChanges};
 pub use pools::{Pool, PoolSpec, PoolStats};
 pub use records::{AddressPatch, AllocationRequest, Event, ImportRow, RecentEvent};
 pub use sessions::{

@@ -44,6 +44,18 @@ pub enum RunOutcome {
     Failed { error: String },
 }
 
+/// weft's records as a run changed them, counted by weft itself (the plugin's report is its
+/// own word, and may count changes in the other system too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WeftChanges {
+    /// Addresses that became held (allocated or reserved).
+    pub created: u32,
+    /// Held addresses whose record changed.
+    pub updated: u32,
+    /// Addresses released, devices deleted.
+    pub deleted: u32,
+}
+
 /// What a run did, as stored and as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginRun {
@@ -56,6 +68,9 @@ pub struct PluginRun {
     pub trigger: Trigger,
     #[serde(flatten)]
     pub outcome: RunOutcome,
+    /// Runs recorded before weft counted them say zeros.
+    #[serde(default)]
+    pub weft_changes: WeftChanges,
 }
 
 /// A run to record: a [`PluginRun`] before the store gives it its id.
@@ -66,6 +81,7 @@ pub struct NewRun {
     pub duration_ms: u64,
     pub trigger: Trigger,
     pub outcome: RunOutcome,
+    pub weft_changes: WeftChanges,
 }
 
 impl Reader {
@@ -108,6 +124,7 @@ impl Writer<'_> {
             duration_ms: run.duration_ms,
             trigger: run.trigger,
             outcome: run.outcome.clone(),
+            weft_changes: run.weft_changes,
         };
         let name = run.plugin.as_str();
         self.t

@@ -523,6 +523,7 @@ mod plugin_runs {
                 deleted: 0,
                 errors: vec![],
             },
+            weft_changes: WeftChanges::default(),
         }
     }
 
