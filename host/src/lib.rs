@@ -7,6 +7,7 @@
 //! - `probe`: ICMP echoes and TCP connects, a batch at a time; `ping` the sweep that uses
 //!   them (or a ping-check plugin) to keep each held address's `active` flag.
 //! - `admin`: admin commands over a Unix socket or the database directly.
+//! - `syncs`: running ipam-sync plugins, on demand and on their interval, and their runs.
 //! - `server`, `cli`, `config`: the `weft serve` process and its settings.
 //! - `plugins`: the WebAssembly plugin host; `placement`, `ping`, `syncs` and `plugin_run`
 //!   are what weft does with it (choose nodes, check addresses, sync IPAM, run one by hand).

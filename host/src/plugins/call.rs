@@ -8,10 +8,10 @@
 
 use super::bindings::imports::weft::plugin::{config, log, types};
 use super::bindings::{ipam_sync, node_selector, ping_check};
-use super::probe_host::ProbeReach;
-use super::sync_host::SyncReach;
 use super::manifest::{Permissions, World};
+use super::probe_host::ProbeReach;
 use super::runtime::Runtime;
+use super::sync_host::SyncReach;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -31,4 +31,6 @@ pub use registry::{PluginError, PluginHost, State, Status};
 #[cfg(test)]
 mod ping_tests;
 #[cfg(test)]
+mod sync_tests;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -7,14 +7,14 @@
 //! marked failing and skipped until it is reloaded.
 
 use super::bindings::imports::weft::plugin::types::Pair;
-use super::bindings::node_selector::exports::weft::plugin::selector;
 use super::bindings::ipam_sync::exports::weft::plugin::syncer;
+use super::bindings::node_selector::exports::weft::plugin::selector;
 use super::bindings::ping_check::exports::weft::plugin::checker;
 use super::call::{self, PluginInfo, Reach};
-use super::probe_host::ProbeReach;
-use super::sync_host::SyncReach;
 use super::manifest::{Manifest, ManifestError, World};
+use super::probe_host::ProbeReach;
 use super::runtime::{LoadError, Prepared, Runtime};
+use super::sync_host::SyncReach;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

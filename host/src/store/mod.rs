@@ -12,6 +12,8 @@ mod crash_tests;
 mod devices;
 mod error;
 mod listing;
+mod notes;
+mod plugin_runs;
 mod pools;
 mod records;
 mod sessions;
@@ -24,6 +26,8 @@ mod users;
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
+pub use notes::MAX_NOTE;
+pub use plugin_runs::{KEEP_RUNS, NewRun, PluginRun, RunOutcome, Trigger, WeftChanges};
 pub use pools::{Pool, PoolSpec, PoolStats};
 pub use records::{AddressPatch, AllocationRequest, Event, ImportRow, RecentEvent};
 pub use sessions::{
@@ -99,6 +103,7 @@ tables! {
     search: SEARCH<(&'static str, u8, u128), ()>,
     users: USERS<&'static str, &'static [u8]>,
     sessions: SESSIONS<&'static [u8], &'static [u8]>,
+    plugin_runs: PLUGIN_RUNS<(&'static str, u64), &'static [u8]>,
 }
 
 /// A consistent snapshot to read from.
@@ -324,6 +329,8 @@ fn migrate(db: &Database) -> Result<()> {
             }
             Some(v) => {
                 // Each step runs in this transaction, with the version bump: all or nothing.
+                // Version 5 (plugin_runs) needs no step: `WriteTables::open` above created
+                // the table, and an older file has no runs to carry over.
                 if v < 4 {
                     backfill_events(&mut t)?;
                 }

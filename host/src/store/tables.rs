@@ -12,10 +12,12 @@ use redb::TableDefinition;
 /// 1: first release. 2: adds `search` (back-filled from `records`). 3: `records` values in
 /// postcard instead of JSON. Since 3, without a bump: `users` and `sessions` (new tables start
 /// empty and are created on open, so an older file needs no migration). 4: adds `events`
-/// (back-filled from `history`: an empty one would hide the older changes).
-pub const SCHEMA_VERSION: u64 = 4;
+/// (back-filled from `history`: an empty one would hide the older changes). 5: adds
+/// `plugin_runs` (starts empty).
+pub const SCHEMA_VERSION: u64 = 5;
 
-/// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`.
+/// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`,
+/// `"next_plugin_run_id"`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// pool id -> `Pool` (JSON).
 pub const POOLS: TableDefinition<u64, &[u8]> = TableDefinition::new("pools");
@@ -54,3 +56,5 @@ pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices"
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// SHA-256 of a session id -> `Session` (JSON). The id itself is only ever in the cookie.
 pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// (plugin name, run id) -> `PluginRun` (JSON): the latest runs of each sync plugin.
+pub const PLUGIN_RUNS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("plugin_runs");

@@ -506,3 +506,137 @@ async fn the_generation_moves_with_every_commit_and_only_then() {
     assert!(failed.is_err());
     assert_eq!(generation(), after, "a failed change commits nothing");
 }
+
+mod plugin_runs {
+    //! Sync runs: newest first, the latest `KEEP_RUNS` per plugin, each plugin apart.
+    use super::*;
+
+    fn run(plugin: &str, created: u32) -> NewRun {
+        NewRun {
+            plugin: plugin.into(),
+            started: jiff::Timestamp::UNIX_EPOCH,
+            duration_ms: 5,
+            trigger: Trigger::Manual,
+            outcome: RunOutcome::Report {
+                created,
+                updated: 0,
+                deleted: 0,
+                errors: vec![],
+            },
+            weft_changes: WeftChanges::default(),
+        }
+    }
+
+    fn created(r: &PluginRun) -> u32 {
+        match r.outcome {
+            RunOutcome::Report { created, .. } => created,
+            RunOutcome::Failed { .. } => panic!("not a report"),
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_are_listed_newest_first_and_pruned_to_the_latest_fifty_per_plugin() {
+        let (_d, store) = store();
+        assert_eq!(store.read(|r| r.last_run("netbox")).expect("read"), None);
+        for i in 0..(KEEP_RUNS as u32 + 5) {
+            let r = run("netbox", i);
+            store
+                .write(move |w| w.record_plugin_run(&r))
+                .await
+                .expect("record");
+        }
+        let other = NewRun {
+            outcome: RunOutcome::Failed {
+                error: "down".into(),
+            },
+            ..run("phpipam", 0)
+        };
+        store
+            .write(move |w| w.record_plugin_run(&other))
+            .await
+            .expect("record");
+
+        let all = store.read(|r| r.plugin_runs("netbox", 1000)).expect("read");
+        assert_eq!(all.len(), KEEP_RUNS);
+        assert_eq!(created(&all[0]), KEEP_RUNS as u32 + 4, "newest first");
+        assert_eq!(created(&all[KEEP_RUNS - 1]), 5, "the five oldest are gone");
+        let last = store.read(|r| r.last_run("netbox")).expect("read");
+        assert_eq!(last.as_ref(), all.first());
+        let php = store.read(|r| r.plugin_runs("phpipam", 10)).expect("read");
+        assert_eq!(php.len(), 1, "another plugin's runs are its own");
+        assert!(matches!(php[0].outcome, RunOutcome::Failed { .. }));
+        assert!(php[0].id > all[0].id, "ids increase across plugins");
+    }
+
+    #[tokio::test]
+    async fn a_version_4_database_gets_the_runs_table_and_version_5() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weft.redb");
+        Store::open(&path).expect("open").close();
+        // Make it look like version 4: no plugin_runs table.
+        {
+            let db = redb::Database::open(&path).expect("open raw");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema_version", 4)
+                .expect("v4");
+            txn.delete_table(PLUGIN_RUNS).expect("drop plugin_runs");
+            txn.commit().expect("commit");
+        }
+        let store = Store::open(&path).expect("migrates");
+        assert_eq!(store.read(|r| r.schema_version()).expect("read"), Some(5));
+        assert_eq!(
+            store.read(|r| r.plugin_runs("x", 10)).expect("read"),
+            vec![]
+        );
+        let r = run("x", 1);
+        store
+            .write(move |w| w.record_plugin_run(&r))
+            .await
+            .expect("record");
+        assert_eq!(
+            store.read(|r| r.plugin_runs("x", 10)).expect("read").len(),
+            1
+        );
+    }
+}
+
+mod notes {
+    //! A note is a history line that changes nothing.
+    use super::*;
+
+    #[tokio::test]
+    async fn a_note_adds_history_and_leaves_the_record_as_it_was() {
+        let (_d, store) = store();
+        let s = spec("lan", "10.0.0.0/29");
+        store
+            .write(move |w| w.create_pool(&s, "t"))
+            .await
+            .expect("pool");
+        let before = store.read(|r| r.address(ip("10.0.0.3"))).expect("read");
+        store
+            .write(|w| w.note(ip("10.0.0.3"), "seen in NetBox as spare", "plugin:netbox"))
+            .await
+            .expect("note");
+        let after = store.read(|r| r.address(ip("10.0.0.3"))).expect("read");
+        assert_eq!(before, after);
+        let history = store.read(|r| r.history(ip("10.0.0.3"))).expect("history");
+        let last = history.last().expect("an event");
+        assert_eq!(last.action, "note: seen in NetBox as spare");
+        assert_eq!(last.actor, "plugin:netbox");
+        assert_eq!(last.before, last.after);
+
+        for bad in ["", "two\nlines", &"x".repeat(MAX_NOTE + 1)] {
+            let text = bad.to_string();
+            let refused = store
+                .write(move |w| w.note(ip("10.0.0.3"), &text, "plugin:netbox"))
+                .await;
+            assert!(matches!(refused, Err(StoreError::Invalid(_))), "{bad:?}");
+        }
+        let outside = store
+            .write(|w| w.note(ip("192.0.2.1"), "hello", "plugin:netbox"))
+            .await;
+        assert!(matches!(outside, Err(StoreError::OutsideEveryPool { .. })));
+    }
+}
