@@ -138,6 +138,7 @@ impl From<crate::plugin_run::RunError> for ApiError {
     fn from(e: crate::plugin_run::RunError) -> Self {
         use crate::plugin_run::RunError as R;
         use crate::plugins::PluginError as P;
+        use crate::syncs::SyncError;
         use StatusCode as S;
         let (status, code) = match &e {
             R::NotFound(_) | R::Plugin(P::NotFound(_)) => (S::NOT_FOUND, "not_found"),
@@ -153,8 +154,11 @@ impl From<crate::plugin_run::RunError> for ApiError {
                 | P::Returned { .. }
                 | P::BadOutput { .. },
             ) => (S::BAD_GATEWAY, "plugin_failed"),
-            R::Sync(_) => (S::BAD_GATEWAY, "plugin_failed"),
-            R::Store(_) => return ApiError::internal(&e),
+            R::Sync(SyncError::AlreadyRunning(_)) => (S::CONFLICT, "already_running"),
+            R::Sync(SyncError::Plugin(P::NotFound(_))) => (S::NOT_FOUND, "not_found"),
+            R::Sync(SyncError::Plugin(_)) => (S::CONFLICT, "wrong_world"),
+            R::Sync(SyncError::Interrupted(_)) => (S::SERVICE_UNAVAILABLE, "shutting_down"),
+            R::Store(_) | R::Sync(SyncError::Store(_)) => return ApiError::internal(&e),
         };
         ApiError::new(status, code, e.to_string())
     }
