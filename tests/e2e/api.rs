@@ -222,6 +222,13 @@ fn routes() -> Vec<Route> {
             })),
             S::OK,
         ),
+        r(
+            M::GET,
+            "/api/v1/plugins/{name}/runs",
+            "/api/v1/plugins/least-loaded/runs",
+            Body::None,
+            S::OK,
+        ),
         r(M::GET, "/api/v1/pools", "/api/v1/pools", Body::None, S::OK),
         r(
             M::POST,

@@ -3,7 +3,8 @@
 use super::AppState;
 use super::auth::{Admin, Reader};
 use super::error::{ApiBody, ApiError, ApiPath, ErrorBody};
-use crate::plugins::{PluginHost, State as PluginState, Status};
+use crate::plugins::{PluginHost, State as PluginState, Status, World};
+use crate::store::{KEEP_RUNS, PluginRun, Store};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,6 +42,8 @@ pub struct PluginView {
     /// The last failed call's error, even if later calls succeeded.
     pub last_error: Option<String>,
     pub permissions: Option<PermissionsView>,
+    /// An ipam-sync plugin's latest run, if it ever ran.
+    pub last_run: Option<PluginRun>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -48,11 +51,18 @@ pub struct PluginList {
     pub items: Vec<PluginView>,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    /// Newest first; at most the latest 50 are kept.
+    pub items: Vec<PluginRun>,
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_plugins))
         .routes(routes!(reload_plugins))
         .routes(routes!(run_plugin))
+        .routes(routes!(plugin_runs))
 }
 
 pub(crate) fn host(s: &AppState) -> Result<Arc<PluginHost>, ApiError> {
@@ -65,7 +75,16 @@ pub(crate) fn host(s: &AppState) -> Result<Arc<PluginHost>, ApiError> {
     })
 }
 
-pub(crate) fn view(host: &PluginHost, status: Status) -> PluginView {
+/// A plugin as the API and the page show it; a sync's latest run comes from `store`.
+pub(crate) fn view(
+    host: &PluginHost,
+    store: &Store,
+    status: Status,
+) -> Result<PluginView, crate::store::StoreError> {
+    let last_run = match status.world {
+        Some(World::IpamSync) => store.read(|r| r.last_run(&status.name))?,
+        _ => None,
+    };
     let (state, reason) = match status.state {
         PluginState::Loaded => ("loaded", None),
         PluginState::Failing { last } => ("failing", Some(last)),
@@ -84,7 +103,7 @@ pub(crate) fn view(host: &PluginHost, status: Status) -> PluginView {
                 interval_secs: p.interval.map(|i| i.as_secs()),
             }
         });
-    PluginView {
+    Ok(PluginView {
         name: status.name,
         world: status.world.map(|w| w.as_str().to_string()),
         version: status.version,
@@ -93,13 +112,16 @@ pub(crate) fn view(host: &PluginHost, status: Status) -> PluginView {
         reason,
         last_error: status.last_error,
         permissions,
-    }
+        last_run,
+    })
 }
 
-fn list_of(host: &PluginHost, statuses: Vec<Status>) -> PluginList {
-    PluginList {
-        items: statuses.into_iter().map(|s| view(host, s)).collect(),
-    }
+fn list_of(host: &PluginHost, store: &Store, statuses: Vec<Status>) -> Result<PluginList, ApiError> {
+    let items = statuses
+        .into_iter()
+        .map(|s| view(host, store, s))
+        .collect::<Result<_, _>>()?;
+    Ok(PluginList { items })
 }
 
 /// List the plugins: loaded, failing (with the last error) and refused (with why). Access: any
@@ -110,7 +132,7 @@ fn list_of(host: &PluginHost, statuses: Vec<Status>) -> PluginList {
     security(("token" = [])))]
 async fn list_plugins(State(s): State<AppState>, _: Reader) -> Result<Json<PluginList>, ApiError> {
     let host = host(&s)?;
-    Ok(Json(list_of(&host, host.list())))
+    Ok(Json(list_of(&host, &s.store, host.list())?))
 }
 
 /// Load every plugin afresh from the plugins folders; failing plugins start clean. Access: a
@@ -130,7 +152,22 @@ async fn reload_plugins(
             .await
             .map_err(|e| ApiError::internal(&e))?
     };
-    Ok(Json(list_of(&host, statuses)))
+    Ok(Json(list_of(&host, &s.store, statuses)?))
+}
+
+/// The latest runs of a sync plugin, newest first, whether or not it is still installed.
+/// Access: any token.
+#[utoipa::path(get, path = "/api/v1/plugins/{name}/runs", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses((status = 200, body = RunList), (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+async fn plugin_runs(
+    State(s): State<AppState>,
+    _: Reader,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<RunList>, ApiError> {
+    let items = s.store.read(|r| r.plugin_runs(&name, KEEP_RUNS))?;
+    Ok(Json(RunList { items }))
 }
 
 /// Run a plugin once. The body is the plugin's input, by world: a node-selector takes

@@ -3,7 +3,7 @@
 
 use super::{Frame, render, see_other};
 use crate::plugins::World;
-use crate::store::Role;
+use crate::store::{PluginRun, Role, RunOutcome};
 use crate::web::AppState;
 use crate::web::error::{ApiError, PageError};
 use crate::web::plugins::{PluginView, host, view};
@@ -32,16 +32,40 @@ struct Empty {}
 struct PluginsPage {
     frame: Frame,
     csrf: String,
-    plugins: Vec<PluginView>,
+    /// Each plugin with its latest runs (syncs only), newest first.
+    plugins: Vec<(PluginView, Vec<PluginRun>)>,
     /// Whether the plugin host runs at all.
     running: bool,
     /// Write buttons are shown to admins only.
     admin: bool,
 }
 
+/// Runs shown per sync plugin.
+const RUNS_SHOWN: usize = 5;
+
 impl PluginsPage {
     fn runnable(&self, p: &PluginView) -> bool {
         self.admin && p.state == "loaded" && p.world.as_deref() == Some(World::IpamSync.as_str())
+    }
+
+    /// A run's outcome in a few words.
+    fn summary(&self, run: &PluginRun) -> String {
+        match &run.outcome {
+            RunOutcome::Report {
+                created,
+                updated,
+                deleted,
+                errors,
+            } => format!(
+                "{created} created, {updated} updated, {deleted} deleted, {} errors",
+                errors.len()
+            ),
+            RunOutcome::Failed { error } => format!("failed: {error}"),
+        }
+    }
+
+    fn failed(&self, run: &PluginRun) -> bool {
+        matches!(run.outcome, RunOutcome::Failed { .. })
     }
 }
 
@@ -51,10 +75,18 @@ async fn list(
     user: SignedIn,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let (plugins, running) = match &s.plugins {
-        Some(h) => (h.list().into_iter().map(|st| view(h, st)).collect(), true),
-        None => (Vec::new(), false),
-    };
+    let mut plugins = Vec::new();
+    if let Some(h) = &s.plugins {
+        for status in h.list() {
+            let v = view(h, &s.store, status)?;
+            let runs = match v.last_run {
+                Some(_) => s.store.read(|r| r.plugin_runs(&v.name, RUNS_SHOWN))?,
+                None => Vec::new(),
+            };
+            plugins.push((v, runs));
+        }
+    }
+    let running = s.plugins.is_some();
     let admin = user.role == Role::Admin;
     let page = PluginsPage {
         csrf: user.csrf.clone(),
