@@ -53,7 +53,10 @@ impl AdminRequest {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AdminResponse {
-    TokenCreated { info: TokenInfo, secret: String },
+    TokenCreated {
+        info: TokenInfo,
+        secret: String,
+    },
     Tokens(Vec<TokenInfo>),
     UserAdded(UserInfo),
     /// `serving`: whether these are the plugins of a running `weft serve`.
@@ -207,11 +210,9 @@ pub fn run(config: &Config, req: AdminRequest) -> Result<AdminResponse, AdminErr
                     .build()
                     .map_err(AdminError::Runtime)?;
                 let plugins = if req.needs_plugins() {
-                    let host = PluginHost::new(
-                        config.plugins_dirs(),
-                        Some(config.plugin_cache_dir()),
-                    )
-                    .map_err(|e| AdminError::Plugins(e.to_string()))?;
+                    let host =
+                        PluginHost::new(config.plugins_dirs(), Some(config.plugin_cache_dir()))
+                            .map_err(|e| AdminError::Plugins(e.to_string()))?;
                     Some(Arc::new(host))
                 } else {
                     None

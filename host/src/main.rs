@@ -144,7 +144,9 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                 Some(_) => Err(format!("{} would be refused", file.display())),
             }
         }
-        PluginCommand::List { dirs } => print_plugins(plugin_admin(dirs, AdminRequest::PluginList)?),
+        PluginCommand::List { dirs } => {
+            print_plugins(plugin_admin(dirs, AdminRequest::PluginList)?)
+        }
         PluginCommand::Reload { dirs } => {
             let answer = plugin_admin(dirs, AdminRequest::PluginReload)?;
             if matches!(answer, AdminResponse::Plugins { serving: false, .. }) {
@@ -153,8 +155,8 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
             print_plugins(answer)
         }
         PluginCommand::Run { name, input, dirs } => {
-            let input: serde_json::Value = serde_json::from_str(&input)
-                .map_err(|e| format!("--input is not JSON: {e}"))?;
+            let input: serde_json::Value =
+                serde_json::from_str(&input).map_err(|e| format!("--input is not JSON: {e}"))?;
             match plugin_admin(dirs, AdminRequest::PluginRun { name, input })? {
                 AdminResponse::PluginRan(answer) => {
                     let text = serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?;

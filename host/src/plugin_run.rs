@@ -132,7 +132,8 @@ pub fn run(
     };
     let answer = match world {
         World::NodeSelector => {
-            let input: SelectInput = serde_json::from_value(input).map_err(|e| bad(e.to_string()))?;
+            let input: SelectInput =
+                serde_json::from_value(input).map_err(|e| bad(e.to_string()))?;
             let (request, candidates) = selection(input).map_err(bad)?;
             let call = WitCall::new(&request, &candidates).map_err(bad)?;
             let chosen = host.select(name, &call.request, &call.labels, &call.candidates)?;
@@ -142,7 +143,8 @@ pub fn run(
             })
         }
         World::PingCheck => {
-            let input: CheckInput = serde_json::from_value(input).map_err(|e| bad(e.to_string()))?;
+            let input: CheckInput =
+                serde_json::from_value(input).map_err(|e| bad(e.to_string()))?;
             if input.targets.is_empty() || input.targets.len() > MAX_TARGETS {
                 return Err(bad(format!("name 1 to {MAX_TARGETS} targets")));
             }
@@ -168,13 +170,8 @@ pub fn run(
             if !empty {
                 return Err(bad("a sync takes no input".into()));
             }
-            let record = crate::syncs::run(
-                host,
-                store,
-                name,
-                crate::syncs::Trigger::Manual,
-                runtime,
-            )?;
+            let record =
+                crate::syncs::run(host, store, name, crate::syncs::Trigger::Manual, runtime)?;
             serde_json::to_value(record)
         }
     };

@@ -174,8 +174,7 @@ async fn start_plugins(config: &Config) -> Option<Arc<PluginHost>> {
         tracing::warn!(dir = %own.display(), error = %e, "cannot create the plugins folder");
     }
     let (dirs, cache) = (config.plugins_dirs(), config.plugin_cache_dir());
-    let started =
-        tokio::task::spawn_blocking(move || PluginHost::new(dirs, Some(cache))).await;
+    let started = tokio::task::spawn_blocking(move || PluginHost::new(dirs, Some(cache))).await;
     match started {
         Ok(Ok(host)) => Some(Arc::new(host)),
         Ok(Err(e)) => {

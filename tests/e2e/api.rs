@@ -204,7 +204,13 @@ fn routes() -> Vec<Route> {
         ok,
     };
     vec![
-        r(M::GET, "/api/v1/plugins", "/api/v1/plugins", Body::None, S::OK),
+        r(
+            M::GET,
+            "/api/v1/plugins",
+            "/api/v1/plugins",
+            Body::None,
+            S::OK,
+        ),
         r(
             M::POST,
             "/api/v1/plugins/reload",

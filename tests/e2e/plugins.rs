@@ -71,21 +71,26 @@ async fn a_plugin_dropped_in_the_folder_is_used_and_replacing_its_file_changes_i
 
 #[tokio::test]
 async fn a_run_by_hand_checks_its_input_and_names_what_is_wrong() {
-    let s = Server::start().await;
-    s.install_plugin("least-loaded", "least_loaded", LEAST_LOADED.replace("picker", "least-loaded").as_str());
-    s.reload_plugins().await;
+    let s = Server::start_with_plugins(&[("picker", "least_loaded", LEAST_LOADED)]).await;
     let (status, body) = run(&s, "nobody", selection()).await;
     assert_error_code(status, &body, StatusCode::NOT_FOUND, "not_found");
-    let (status, body) = run(&s, "least-loaded", json!({"targets": ["10.0.0.1"]})).await;
+    let (status, body) = run(&s, "picker", json!({"targets": ["10.0.0.1"]})).await;
     assert_error_code(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("node-selector") && message.contains("targets"), "{message}");
+    assert!(
+        message.contains("node-selector") && message.contains("targets"),
+        "{message}"
+    );
     let twice = json!({"request": {"peer_name": "p"}, "candidates": [
         {"name": "a", "max_peers": 1}, {"name": "a", "max_peers": 1}]});
-    let (status, body) = run(&s, "least-loaded", twice).await;
+    let (status, body) = run(&s, "picker", twice).await;
     assert_error_code(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
-    let (status, body) = run(&s, "least-loaded", selection()).await;
-    assert_eq!((status, &body["chosen"]), (StatusCode::OK, &json!("b")), "{body}");
+    let (status, body) = run(&s, "picker", selection()).await;
+    assert_eq!(
+        (status, &body["chosen"]),
+        (StatusCode::OK, &json!("b")),
+        "{body}"
+    );
 }
 
 /// Latency of `GET /api/v1/pools`, one request after another, for `d`.
@@ -95,7 +100,11 @@ async fn api_latencies(s: &Server, d: Duration) -> Vec<Duration> {
     while Instant::now() < until {
         let t = Instant::now();
         let (status, body) = s.get("/api/v1/pools").await;
-        assert_eq!(status, StatusCode::OK, "the API failed while plugins misbehaved: {body}");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the API failed while plugins misbehaved: {body}"
+        );
         out.push(t.elapsed());
     }
     out.sort();
@@ -108,12 +117,18 @@ fn p(sorted: &[Duration], q: f64) -> Duration {
 
 #[tokio::test]
 async fn hostile_plugins_fail_alone_while_the_api_keeps_answering() {
-    let s = Server::start().await;
+    // The hog has time enough to reach its memory limit on a busy machine.
+    let s = Server::start_with_plugins(&[
+        ("spin", "hostile", &hostile("spin", "spin", "")),
+        (
+            "hog",
+            "hostile",
+            &hostile("hog", "hog", "memory_mb = 16\ntime_limit_ms = 2000\n"),
+        ),
+        ("crash", "hostile", &hostile("crash", "panic", "")),
+    ])
+    .await;
     s.pool("lan", "10.0.0.0/24").await;
-    s.install_plugin("spin", "hostile", &hostile("spin", "spin", ""));
-    s.install_plugin("hog", "hostile", &hostile("hog", "hog", "memory_mb = 16\n"));
-    s.install_plugin("crash", "hostile", &hostile("crash", "panic", ""));
-    s.reload_plugins().await;
 
     let quiet = api_latencies(&s, Duration::from_secs(1)).await;
     let attack = |name: &'static str, why: &'static str| {
@@ -145,7 +160,13 @@ async fn hostile_plugins_fail_alone_while_the_api_keeps_answering() {
     );
     let (status, body) = run(&s, "crash", selection()).await;
     assert_error_code(status, &body, StatusCode::BAD_GATEWAY, "plugin_failed");
-    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("trapped"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("trapped"),
+        "{body}"
+    );
     println!(
         "API p50/p99 quiet {:?}/{:?} ({} requests); with two hostile plugins running {:?}/{:?} ({} requests; {spins} spin and {hogs} hog calls)",
         p(&quiet, 0.5),
@@ -157,7 +178,10 @@ async fn hostile_plugins_fail_alone_while_the_api_keeps_answering() {
     );
     assert!(spins > 5 && hogs > 5, "the hostile plugins hardly ran");
     // Liveness, not a benchmark: no API request waited on a plugin's time limit.
-    assert!(p(&busy, 1.0) < Duration::from_secs(2), "an API request stalled");
+    assert!(
+        p(&busy, 1.0) < Duration::from_secs(2),
+        "an API request stalled"
+    );
     // The server is whole afterwards: every plugin listed, the store as it was.
     let list = s.reload_plugins().await;
     for name in ["spin", "hog", "crash"] {
@@ -168,9 +192,8 @@ async fn hostile_plugins_fail_alone_while_the_api_keeps_answering() {
 
 #[tokio::test]
 async fn five_failures_mark_a_plugin_failing_until_reloaded() {
-    let s = Server::start().await;
-    s.install_plugin("crash", "hostile", &hostile("crash", "panic", ""));
-    s.reload_plugins().await;
+    let s =
+        Server::start_with_plugins(&[("crash", "hostile", &hostile("crash", "panic", ""))]).await;
     for _ in 0..5 {
         let (status, body) = run(&s, "crash", selection()).await;
         assert_error_code(status, &body, StatusCode::BAD_GATEWAY, "plugin_failed");
@@ -179,7 +202,13 @@ async fn five_failures_mark_a_plugin_failing_until_reloaded() {
     assert_error_code(status, &body, StatusCode::CONFLICT, "plugin_failing");
     let (_, list) = s.get("/api/v1/plugins").await;
     assert_eq!(state_of(&list, "crash"), "failing");
-    assert!(list["items"][0]["reason"].as_str().unwrap_or_default().contains("trapped"), "{list}");
+    assert!(
+        list["items"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("trapped"),
+        "{list}"
+    );
     let list = s.reload_plugins().await;
     assert_eq!(state_of(&list, "crash"), "loaded");
 }
@@ -195,27 +224,50 @@ fn weft_cli(args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn the_cli_lists_reloads_and_runs_plugins_with_or_without_a_server() {
-    let mut s = Server::start().await;
+    let mut s = Server::start_with_plugins(&[
+        ("picker", "least_loaded", LEAST_LOADED),
+        ("crash", "hostile", &hostile("crash", "panic", "")),
+    ])
+    .await;
     let dir = s.data_dir();
     let dir = dir.to_str().expect("utf-8 path");
-    s.install_plugin("picker", "least_loaded", LEAST_LOADED);
-    s.install_plugin("crash", "hostile", &hostile("crash", "panic", ""));
     let input = selection().to_string();
     for serving in [true, false] {
         let (ok, out, err) = weft_cli(&["plugin", "reload", "--data-dir", dir]);
         assert!(ok, "{err}");
         assert!(out.contains("picker") && out.contains("loaded"), "{out}");
         assert_eq!(out.contains("no weft is serving"), !serving, "{out}");
-        let (ok, out, err) =
-            weft_cli(&["plugin", "run", "picker", "--input", &input, "--data-dir", dir]);
+        let (ok, out, err) = weft_cli(&[
+            "plugin",
+            "run",
+            "picker",
+            "--input",
+            &input,
+            "--data-dir",
+            dir,
+        ]);
         assert!(ok, "{err}");
         let answer: Value = serde_json::from_str(&out).expect("JSON out");
         assert_eq!(answer["chosen"], "b");
-        let (ok, _, err) =
-            weft_cli(&["plugin", "run", "crash", "--input", &input, "--data-dir", dir]);
+        let (ok, _, err) = weft_cli(&[
+            "plugin",
+            "run",
+            "crash",
+            "--input",
+            &input,
+            "--data-dir",
+            dir,
+        ]);
         assert!(!ok && err.contains("trapped"), "{err}");
-        let (ok, _, err) =
-            weft_cli(&["plugin", "run", "picker", "--input", "{oops", "--data-dir", dir]);
+        let (ok, _, err) = weft_cli(&[
+            "plugin",
+            "run",
+            "picker",
+            "--input",
+            "{oops",
+            "--data-dir",
+            dir,
+        ]);
         assert!(!ok && err.contains("not JSON"), "{err}");
         if serving {
             // The failure above counted in the server, where the list comes from.
@@ -276,5 +328,9 @@ async fn a_new_plugin_from_weft_plugin_new_builds_checks_and_runs() {
     }
     s.reload_plugins().await;
     let (status, body) = run(&s, "my-pick", selection()).await;
-    assert_eq!((status, &body["chosen"]), (StatusCode::OK, &json!("a")), "{body}");
+    assert_eq!(
+        (status, &body["chosen"]),
+        (StatusCode::OK, &json!("a")),
+        "{body}"
+    );
 }

@@ -44,6 +44,14 @@ pub fn create_token(data_dir: &Path, name: &str, read_only: bool) -> String {
         .to_string()
 }
 
+/// Installs a built plugin as DATA_DIR/plugins/NAME/.
+fn install(data_dir: &Path, name: &str, crate_name: &str, manifest: &str) {
+    let dir = data_dir.join("plugins").join(name);
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    std::fs::write(dir.join("plugin.toml"), manifest).expect("plugin.toml");
+    std::fs::copy(plugin_wasm(crate_name), dir.join("plugin.wasm")).expect("copy plugin");
+}
+
 /// A plugin built by the README's test command into the shared target dir.
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -69,8 +77,18 @@ pub fn free_port() -> u16 {
 impl Server {
     /// A fresh data dir with an admin token, and a server on it.
     pub async fn start() -> Server {
+        Self::start_with_plugins(&[]).await
+    }
+
+    /// [`Server::start`] with plugins installed before the server starts, as `(name, crate,
+    /// manifest)`: loaded at startup, so no folder change is still on its way when the test
+    /// begins (a reload from one would clear a plugin's failures under the test's feet).
+    pub async fn start_with_plugins(plugins: &[(&str, &str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = create_token(&dir.path().join("data"), "admin", false);
+        for (name, crate_name, manifest) in plugins {
+            install(&dir.path().join("data"), name, crate_name, manifest);
+        }
         let mut s = Server {
             dir,
             addr: String::new(),
@@ -146,10 +164,7 @@ impl Server {
     /// Installs a built plugin component as DATA_DIR/plugins/NAME/ with `manifest` beside it.
     /// A running server picks it up (see `reload_plugins` to wait for that).
     pub fn install_plugin(&self, name: &str, crate_name: &str, manifest: &str) {
-        let dir = self.data_dir().join("plugins").join(name);
-        std::fs::create_dir_all(&dir).expect("plugin dir");
-        std::fs::write(dir.join("plugin.toml"), manifest).expect("plugin.toml");
-        std::fs::copy(plugin_wasm(crate_name), dir.join("plugin.wasm")).expect("copy plugin");
+        install(&self.data_dir(), name, crate_name, manifest);
     }
 
     /// Reloads the server's plugins now and returns its list.

@@ -116,7 +116,11 @@ pub(crate) fn view(
     })
 }
 
-fn list_of(host: &PluginHost, store: &Store, statuses: Vec<Status>) -> Result<PluginList, ApiError> {
+fn list_of(
+    host: &PluginHost,
+    store: &Store,
+    statuses: Vec<Status>,
+) -> Result<PluginList, ApiError> {
     let items = statuses
         .into_iter()
         .map(|s| view(host, store, s))
@@ -141,10 +145,7 @@ async fn list_plugins(State(s): State<AppState>, _: Reader) -> Result<Json<Plugi
     responses((status = 200, body = PluginList), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("token" = [])))]
-async fn reload_plugins(
-    State(s): State<AppState>,
-    _: Admin,
-) -> Result<Json<PluginList>, ApiError> {
+async fn reload_plugins(State(s): State<AppState>, _: Admin) -> Result<Json<PluginList>, ApiError> {
     let host = host(&s)?;
     let statuses = {
         let host = host.clone();
@@ -178,7 +179,7 @@ async fn plugin_runs(
     params(("name" = String, Path, description = "The plugin's name")),
     request_body(content = Object, description = "The plugin's input (none for a sync)"),
     responses((status = 200, body = Object, description = "What the plugin answered"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 502, body = ErrorBody),
         (status = 503, body = ErrorBody)),

@@ -45,7 +45,10 @@ async fn a_viewer_sees_each_plugin_with_its_state_and_no_buttons() {
     assert!(html.contains("least-loaded") && html.contains("Fewest peers per weight"));
     assert!(html.contains("node-selector") && html.contains("v0.1.0"));
     assert!(html.contains("badge plugin-loaded") && html.contains("badge plugin-refused"));
-    assert!(html.contains("filesystem"), "the refusal names the unknown permission");
+    assert!(
+        html.contains("filesystem"),
+        "the refusal names the unknown permission"
+    );
     assert!(html.contains("50 ms"), "the time limit is shown");
     assert!(!html.contains("Reload all"));
 }
