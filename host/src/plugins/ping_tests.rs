@@ -93,6 +93,40 @@ impl Listener {
     }
 }
 
+/// A listener on `address` whose backlog is full: further connects go unanswered (the
+/// kernel drops their SYNs), as with a host that filters the port. Holds its connections.
+struct Silent {
+    listener: tokio::net::TcpListener,
+    _held: Vec<std::net::TcpStream>,
+}
+
+impl Silent {
+    fn on(rt: &tokio::runtime::Runtime, address: &str) -> Silent {
+        let _in = rt.enter();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(address.parse().unwrap(), 0))
+            .unwrap();
+        let listener = socket.listen(0).unwrap();
+        let to = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        while let Ok(s) =
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(200))
+        {
+            held.push(s);
+            assert!(held.len() < 100, "the backlog never filled");
+        }
+        Silent {
+            listener,
+            _held: held,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+}
+
 fn tcp_ping_manifest(name: &str, ports: &str, granted: &[u16]) -> String {
     format!(
         "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"ping-check\"\n[config]\nports = \"{ports}\"\ntimeout_ms = 1000\n[permissions]\nprobe_ports = {granted:?}\n"
@@ -271,6 +305,12 @@ fn tcp_ping_finds_listening_and_refusing_hosts_alive_and_never_probes_past_its_g
         &tcp_ping,
         &tcp_ping_manifest("greedy", &ungranted.port().to_string(), &[open.port()]),
     );
+    let silent = Silent::on(&rt, "127.0.0.3");
+    f.add(
+        "silent",
+        &tcp_ping,
+        &tcp_ping_manifest("silent", &silent.port().to_string(), &[silent.port()]),
+    );
     let host = f.host();
 
     let outcomes = check(
@@ -295,6 +335,10 @@ fn tcp_ping_finds_listening_and_refusing_hosts_alive_and_never_probes_past_its_g
     assert!(open.accepted());
     // 10.1.2.3 and 127.0.1.1 are outside the pools: refused, so not checked (not down).
     assert!(!outside.accepted(), "a probe left weft's pools");
+
+    // Nothing answers within the timeout: checked, and down.
+    let outcomes = check(&host, "silent", &["127.0.0.3"], &["127.0.0.0/24"], &rt).unwrap();
+    assert_eq!(outcomes, [("127.0.0.3".to_string(), false, None)]);
 
     // A port its manifest does not grant: nothing is sent, nothing is checked.
     let outcomes = check(&host, "greedy", &["127.0.0.1"], &["127.0.0.0/24"], &rt).unwrap();
