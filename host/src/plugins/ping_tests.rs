@@ -433,4 +433,36 @@ fn a_sweep_with_tcp_ping_marks_answering_addresses_active_by_the_plugin() {
             ("ping", "plugin:tcp-ping")
         );
     }
+
+    // Every address falls silent (a full listener on all of them): each goes down, with an
+    // event by the plugin that saw it.
+    let events: Vec<usize> = allocated
+        .iter()
+        .map(|a| store.read(|r| r.history(*a)).unwrap().len())
+        .collect();
+    let silent = Silent::on(&rt, "0.0.0.0");
+    f.add(
+        "silent",
+        &component("tcp_ping"),
+        &tcp_ping_manifest("silent", &silent.port().to_string(), &[silent.port()]),
+    );
+    let Checker::Plugin { host, .. } = checker else {
+        unreachable!()
+    };
+    host.reload();
+    let silent_checker = Checker::Plugin {
+        host,
+        name: "silent".into(),
+    };
+    let report = ping::sweep(&store, &silent_checker, rt.handle().clone()).unwrap();
+    assert_eq!(
+        (report.checked, report.alive, report.changed, report.errors),
+        (4, 0, 4, 0)
+    );
+    for (a, before) in allocated.iter().zip(events) {
+        assert!(!store.read(|r| r.address(*a)).unwrap().active, "{a}");
+        let history = store.read(|r| r.history(*a)).unwrap();
+        assert_eq!(history.len(), before + 1);
+        assert_eq!(history.last().unwrap().actor, "plugin:silent");
+    }
 }
