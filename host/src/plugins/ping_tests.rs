@@ -232,6 +232,27 @@ fn each_probe_of_a_batch_is_answered_in_order_or_refused_with_its_reason() {
 }
 
 #[test]
+fn probes_run_on_a_current_thread_runtime_too() {
+    // As `weft plugin run` has: a runtime no other thread drives while the call blocks.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Runtime::new(None).unwrap();
+    let open = Listener::on("127.0.0.1");
+    let manifest = tcp_ping_manifest("p", "", &[open.port()]);
+    let reach = Reach::Probe(ProbeReach {
+        pools: pools(&["127.0.0.0/24"]),
+        runtime: rt.handle().clone(),
+    });
+    let mut store = call_state(&engine, &manifest, reach);
+    let answers = store
+        .data_mut()
+        .tcp_connect(vec![target("127.0.0.1", open.port())], 1000);
+    assert!(matches!(answers[0], Ok(Some(_))), "{:?}", answers[0]);
+}
+
+#[test]
 fn a_batch_too_large_or_a_call_that_may_not_probe_is_refused_whole() {
     let rt = runtime();
     let engine = Runtime::new(None).unwrap();
