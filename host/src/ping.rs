@@ -72,8 +72,7 @@ pub enum PingError {
 }
 
 /// Checks every held address once. Blocking: run it off the async threads (the scheduler
-/// uses `spawn_blocking`). `runtime` must be a multi-threaded runtime: the probes run on it
-/// while this thread waits for them.
+/// uses `spawn_blocking`). The probes run on `runtime` while this thread waits for them.
 pub fn sweep(store: &Store, checker: &Checker, runtime: Handle) -> Result<SweepReport, PingError> {
     sweep_until(store, checker, &runtime, &AtomicBool::new(false))
 }
@@ -102,7 +101,8 @@ fn sweep_until(
         after = Some(last);
         let results = match checker {
             Checker::Builtin => {
-                let answers = runtime.block_on(probe::icmp_echo_batch(&batch, BUILTIN_TIMEOUT))?;
+                let answers =
+                    probe::block_on(runtime, probe::icmp_echo_batch(&batch, BUILTIN_TIMEOUT))??;
                 batch
                     .iter()
                     .zip(answers)

@@ -8,10 +8,12 @@
 //! a batch larger than the bound takes a few timeouts at worst.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -29,6 +31,22 @@ const RECV_BUFFER: usize = 8 << 20;
 /// reads a packet capture.
 const PAYLOAD: &[u8] = b"weft ping check.";
 
+/// Runs a batch to the end from a blocking thread (not an async one, where blocking is
+/// refused). On a multi-threaded runtime the probes run on its threads while this one waits.
+/// A current-thread runtime cannot drive its sockets and timers from another thread's
+/// `Handle::block_on` (the batch would never end), so there the batch gets a runtime of its
+/// own.
+pub fn block_on<F: Future>(runtime: &Handle, batch: F) -> Result<F::Output, ProbeError> {
+    if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
+        return Ok(runtime.block_on(batch));
+    }
+    let own = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ProbeError::Runtime)?;
+    Ok(own.block_on(batch))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// Neither kind of ICMP socket could be opened: the unprivileged one (`SOCK_DGRAM`, for
@@ -41,6 +59,9 @@ pub enum ProbeError {
         family: &'static str,
         source: std::io::Error,
     },
+    /// A runtime of the batch's own could not be started (see [`block_on`]).
+    #[error("cannot start a runtime for the probes: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Sends one ICMP echo to each of `addrs` (IPv4 and IPv6 alike) and waits up to `timeout`

@@ -93,6 +93,40 @@ impl Listener {
     }
 }
 
+/// A listener on `address` whose backlog is full: further connects go unanswered (the
+/// kernel drops their SYNs), as with a host that filters the port. Holds its connections.
+struct Silent {
+    listener: tokio::net::TcpListener,
+    _held: Vec<std::net::TcpStream>,
+}
+
+impl Silent {
+    fn on(rt: &tokio::runtime::Runtime, address: &str) -> Silent {
+        let _in = rt.enter();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(address.parse().unwrap(), 0))
+            .unwrap();
+        let listener = socket.listen(0).unwrap();
+        let to = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        while let Ok(s) =
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(200))
+        {
+            held.push(s);
+            assert!(held.len() < 100, "the backlog never filled");
+        }
+        Silent {
+            listener,
+            _held: held,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+}
+
 fn tcp_ping_manifest(name: &str, ports: &str, granted: &[u16]) -> String {
     format!(
         "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"ping-check\"\n[config]\nports = \"{ports}\"\ntimeout_ms = 1000\n[permissions]\nprobe_ports = {granted:?}\n"
@@ -198,6 +232,27 @@ fn each_probe_of_a_batch_is_answered_in_order_or_refused_with_its_reason() {
 }
 
 #[test]
+fn probes_run_on_a_current_thread_runtime_too() {
+    // As `weft plugin run` has: a runtime no other thread drives while the call blocks.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Runtime::new(None).unwrap();
+    let open = Listener::on("127.0.0.1");
+    let manifest = tcp_ping_manifest("p", "", &[open.port()]);
+    let reach = Reach::Probe(ProbeReach {
+        pools: pools(&["127.0.0.0/24"]),
+        runtime: rt.handle().clone(),
+    });
+    let mut store = call_state(&engine, &manifest, reach);
+    let answers = store
+        .data_mut()
+        .tcp_connect(vec![target("127.0.0.1", open.port())], 1000);
+    assert!(matches!(answers[0], Ok(Some(_))), "{:?}", answers[0]);
+}
+
+#[test]
 fn a_batch_too_large_or_a_call_that_may_not_probe_is_refused_whole() {
     let rt = runtime();
     let engine = Runtime::new(None).unwrap();
@@ -271,6 +326,12 @@ fn tcp_ping_finds_listening_and_refusing_hosts_alive_and_never_probes_past_its_g
         &tcp_ping,
         &tcp_ping_manifest("greedy", &ungranted.port().to_string(), &[open.port()]),
     );
+    let silent = Silent::on(&rt, "127.0.0.3");
+    f.add(
+        "silent",
+        &tcp_ping,
+        &tcp_ping_manifest("silent", &silent.port().to_string(), &[silent.port()]),
+    );
     let host = f.host();
 
     let outcomes = check(
@@ -295,6 +356,10 @@ fn tcp_ping_finds_listening_and_refusing_hosts_alive_and_never_probes_past_its_g
     assert!(open.accepted());
     // 10.1.2.3 and 127.0.1.1 are outside the pools: refused, so not checked (not down).
     assert!(!outside.accepted(), "a probe left weft's pools");
+
+    // Nothing answers within the timeout: checked, and down.
+    let outcomes = check(&host, "silent", &["127.0.0.3"], &["127.0.0.0/24"], &rt).unwrap();
+    assert_eq!(outcomes, [("127.0.0.3".to_string(), false, None)]);
 
     // A port its manifest does not grant: nothing is sent, nothing is checked.
     let outcomes = check(&host, "greedy", &["127.0.0.1"], &["127.0.0.0/24"], &rt).unwrap();
@@ -388,5 +453,37 @@ fn a_sweep_with_tcp_ping_marks_answering_addresses_active_by_the_plugin() {
             (last.action.as_str(), last.actor.as_str()),
             ("ping", "plugin:tcp-ping")
         );
+    }
+
+    // Every address falls silent (a full listener on all of them): each goes down, with an
+    // event by the plugin that saw it.
+    let events: Vec<usize> = allocated
+        .iter()
+        .map(|a| store.read(|r| r.history(*a)).unwrap().len())
+        .collect();
+    let silent = Silent::on(&rt, "0.0.0.0");
+    f.add(
+        "silent",
+        &component("tcp_ping"),
+        &tcp_ping_manifest("silent", &silent.port().to_string(), &[silent.port()]),
+    );
+    let Checker::Plugin { host, .. } = checker else {
+        unreachable!()
+    };
+    host.reload();
+    let silent_checker = Checker::Plugin {
+        host,
+        name: "silent".into(),
+    };
+    let report = ping::sweep(&store, &silent_checker, rt.handle().clone()).unwrap();
+    assert_eq!(
+        (report.checked, report.alive, report.changed, report.errors),
+        (4, 0, 4, 0)
+    );
+    for (a, before) in allocated.iter().zip(events) {
+        assert!(!store.read(|r| r.address(*a)).unwrap().active, "{a}");
+        let history = store.read(|r| r.history(*a)).unwrap();
+        assert_eq!(history.len(), before + 1);
+        assert_eq!(history.last().unwrap().actor, "plugin:silent");
     }
 }

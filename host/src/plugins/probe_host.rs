@@ -20,8 +20,8 @@ pub const MAX_TIMEOUT_MS: u32 = 5000;
 pub struct ProbeReach {
     /// weft's pools when the call began: probes never leave them.
     pub pools: Vec<ipnet::IpNet>,
-    /// Where the probes of a batch run, concurrently. A multi-threaded runtime: the call
-    /// blocks its own thread on the batch while the runtime's threads drive the sockets.
+    /// Where the probes of a batch run, concurrently, while the call blocks its own thread
+    /// (see `probe::block_on`).
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -122,8 +122,9 @@ impl probe::Host for CallState {
             .collect();
         let runtime = reach.runtime.clone();
         self.answer(vetted, |addrs| {
-            runtime
-                .block_on(crate::probe::icmp_echo_batch(addrs, timeout(timeout_ms)))
+            let batch = crate::probe::icmp_echo_batch(addrs, timeout(timeout_ms));
+            crate::probe::block_on(&runtime, batch)
+                .and_then(|answers| answers)
                 .map_err(|e| {
                     tracing::warn!(plugin = %self.plugin.name, error = %e, "ICMP probes failed");
                     e.to_string()
@@ -147,10 +148,11 @@ impl probe::Host for CallState {
             .collect();
         let runtime = reach.runtime.clone();
         self.answer(vetted, |targets| {
-            Ok(runtime.block_on(crate::probe::tcp_connect_batch(
-                targets,
-                timeout(timeout_ms),
-            )))
+            let batch = crate::probe::tcp_connect_batch(targets, timeout(timeout_ms));
+            crate::probe::block_on(&runtime, batch).map_err(|e| {
+                tracing::warn!(plugin = %self.plugin.name, error = %e, "TCP probes failed");
+                e.to_string()
+            })
         })
     }
 }

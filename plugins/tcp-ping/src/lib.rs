@@ -33,6 +33,7 @@ fn ports() -> Result<Vec<u16>, String> {
             _ => return Err(format!("ports: {part:?} is not a port (1-65535)")),
         }
     }
+    ports.sort_unstable();
     ports.dedup();
     if ports.is_empty() {
         return Err("ports: no port to try".to_string());
