@@ -93,17 +93,7 @@ pub async fn serve(
         None => None,
     };
     if let Some(interval) = config.ping_interval {
-        let checker = match (&config.ping_plugin, &plugins) {
-            (Some(name), Some(host)) => crate::ping::Checker::Plugin {
-                host: host.clone(),
-                name: name.clone(),
-            },
-            (Some(name), None) => {
-                tracing::warn!(plugin = %name, "the plugin host is not running; pinging with the built-in ICMP check");
-                crate::ping::Checker::Builtin
-            }
-            (None, _) => crate::ping::Checker::Builtin,
-        };
+        let (checker, interval) = ping_checker(&config, plugins.as_ref(), interval);
         background.push(tokio::spawn(crate::ping::run_scheduler(
             store.clone(),
             checker,
@@ -164,6 +154,32 @@ pub async fn serve(
         .ok();
     tracing::info!("database closed; bye");
     result
+}
+
+/// The ping check and how often it sweeps: a configured ping-check plugin on its manifest's
+/// `interval_secs` (default 60 s), else the built-in ICMP check every `--ping-interval`.
+fn ping_checker(
+    config: &Config,
+    plugins: Option<&Arc<PluginHost>>,
+    interval: std::time::Duration,
+) -> (crate::ping::Checker, std::time::Duration) {
+    use crate::ping::Checker;
+    let Some(name) = &config.ping_plugin else {
+        return (Checker::Builtin, interval);
+    };
+    let Some(host) = plugins else {
+        tracing::warn!(plugin = %name, "the plugin host is not running; pinging with the built-in ICMP check");
+        return (Checker::Builtin, interval);
+    };
+    let every = host
+        .manifest(name)
+        .and_then(|m| m.permissions.interval)
+        .unwrap_or(interval);
+    let checker = Checker::Plugin {
+        host: host.clone(),
+        name: name.clone(),
+    };
+    (checker, every)
 }
 
 /// Loads the plugins (compiling what the cache lacks), creating DATA_DIR/plugins on first
