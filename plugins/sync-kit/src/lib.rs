@@ -42,6 +42,8 @@ pub struct Record {
     pub address: IpAddr,
     pub status: Status,
     pub hostname: Option<String>,
+    /// In weft's form (`52:54:00:ab:cd:ef`).
+    pub mac: Option<String>,
     pub description: Option<String>,
     pub device: Option<String>,
 }
@@ -201,7 +203,9 @@ pub fn pull(
             Want::Device { hostname, mac } => {
                 seen_devices.insert(id.clone());
                 let same = weft_has.is_some_and(|r| {
-                    ours && r.status == Status::Allocated && r.hostname == *hostname
+                    ours && r.status == Status::Allocated
+                        && r.hostname == *hostname
+                        && r.mac == *mac
                 });
                 if same {
                     continue;
@@ -349,7 +353,7 @@ mod tests {
             id: &str,
             address: IpAddr,
             hostname: Option<&str>,
-            _mac: Option<&str>,
+            mac: Option<&str>,
         ) -> Result<(), String> {
             self.calls += 1;
             if let Some(r) = self.records.get(&address)
@@ -365,6 +369,7 @@ mod tests {
                     address,
                     status: Status::Allocated,
                     hostname: hostname.map(str::to_string),
+                    mac: mac.map(str::to_string),
                     description: None,
                     device: Some(id.to_string()),
                 },
@@ -384,6 +389,7 @@ mod tests {
                     address,
                     status: Status::Reserved,
                     hostname: None,
+                    mac: None,
                     description: Some(description.to_string()),
                     device: None,
                 },
@@ -465,6 +471,7 @@ mod tests {
                     address: ip(a),
                     status: Status::Allocated,
                     hostname: None,
+                    mac: None,
                     description: None,
                     device: d.map(str::to_string),
                 },
