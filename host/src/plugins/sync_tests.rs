@@ -703,11 +703,21 @@ fn phpipam_sync_mirrors_phpipam_pushes_back_and_a_second_run_changes_nothing() {
     assert_eq!(counts(&second), (0, 0, 0, vec![]));
     assert_eq!(data.lock().unwrap().posts.len(), 1);
 
-    // phpIPAM drops the reservation: weft releases it.
-    data.lock().unwrap().addresses.retain(|a| a["id"] != "12");
+    // phpIPAM drops the reservation and sees a new MAC for web1: weft follows.
+    {
+        let mut d = data.lock().unwrap();
+        d.addresses.retain(|a| a["id"] != "12");
+        for a in d.addresses.iter_mut().filter(|a| a["id"] == "11") {
+            a["mac"] = json!("52:54:00:12:34:99");
+        }
+    }
     let third = weft.run("phpipam-sync").expect("third run");
-    assert_eq!(counts(&third), (0, 0, 1, vec![]));
-    assert_eq!(third.weft_changes, changes(0, 0, 1));
+    assert_eq!(counts(&third), (0, 1, 1, vec![]));
+    assert_eq!(third.weft_changes, changes(0, 1, 1));
+    assert_eq!(
+        weft.record("10.0.0.5").mac.as_deref(),
+        Some("52:54:00:12:34:99")
+    );
     assert_eq!(
         weft.record("10.0.0.6").status,
         crate::ipam::Status::Available

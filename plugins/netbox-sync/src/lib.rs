@@ -74,10 +74,9 @@ struct IpAddress {
     id: u64,
     address: String,
     status: Option<Choice>,
-    #[serde(default)]
-    dns_name: String,
-    #[serde(default)]
-    description: String,
+    // Options, not strings: a null from some NetBox version must not fail the whole page.
+    dns_name: Option<String>,
+    description: Option<String>,
     assigned_object: Option<Assigned>,
 }
 
@@ -206,6 +205,7 @@ fn weft_snapshot() -> Result<(Vec<sync_kit::Pool>, Vec<sync_kit::Record>), Strin
                         ipam::Status::Quarantine => sync_kit::Status::Quarantine,
                     },
                     hostname: r.hostname,
+                    mac: r.mac,
                     description: r.description,
                     device: r.device,
                 });
@@ -262,7 +262,7 @@ fn want(ip: &IpAddress) -> Want {
                     .or(a.virtual_machine.as_ref())
                     .and_then(|n| n.name.clone())
             });
-            let hostname = sync_kit::hostname(&ip.dns_name)
+            let hostname = sync_kit::hostname(ip.dns_name.as_deref().unwrap_or(""))
                 .or_else(|| assigned.as_deref().and_then(sync_kit::hostname));
             Want::Device {
                 hostname,
@@ -273,7 +273,7 @@ fn want(ip: &IpAddress) -> Want {
             description: sync_kit::reservation_description(
                 SOURCE,
                 &ip.id.to_string(),
-                &ip.description,
+                ip.description.as_deref().unwrap_or(""),
             ),
         },
         _ => Want::Nothing,

@@ -176,6 +176,7 @@ fn weft_snapshot() -> Result<(Vec<sync_kit::Pool>, Vec<sync_kit::Record>), Strin
                         ipam::Status::Quarantine => sync_kit::Status::Quarantine,
                     },
                     hostname: r.hostname,
+                    mac: r.mac,
                     description: r.description,
                     device: r.device,
                 });

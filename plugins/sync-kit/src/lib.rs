@@ -42,6 +42,8 @@ pub struct Record {
     pub address: IpAddr,
     pub status: Status,
     pub hostname: Option<String>,
+    /// In weft's form (`52:54:00:ab:cd:ef`).
+    pub mac: Option<String>,
     pub description: Option<String>,
     pub device: Option<String>,
 }
@@ -197,40 +199,55 @@ pub fn pull(
         let weft_has = by_address.get(&item.address).copied();
         let ours = weft_has.is_some_and(|r| r.device.as_deref() == Some(id.as_str()));
         let free = weft_has.is_none_or(|r| r.status == Status::Available);
+        // A reservation this sync made for this very address of the other IPAM.
+        let mine = weft_has.is_some_and(|r| {
+            r.status == Status::Reserved
+                && r.description
+                    .as_deref()
+                    .and_then(|d| reservation_mark(source, d))
+                    == Some(item.id.as_str())
+        });
         match &item.want {
             Want::Device { hostname, mac } => {
                 seen_devices.insert(id.clone());
                 let same = weft_has.is_some_and(|r| {
-                    ours && r.status == Status::Allocated && r.hostname == *hostname
+                    ours && r.status == Status::Allocated
+                        && r.hostname == *hostname
+                        && r.mac == *mac
                 });
                 if same {
                     continue;
                 }
-                if !ours && !free {
+                if mine {
+                    // Our reservation that the other IPAM now uses: it goes first, and is not
+                    // released again below as gone.
+                    seen_reservations.insert(item.id.clone());
+                    if let Err(e) = weft.release(item.address) {
+                        fail(&mut counts, format!("reservation of {}", item.address), e);
+                        continue;
+                    }
+                } else if !ours && !free {
                     counts.held_elsewhere += 1;
                     continue;
                 }
                 match weft.upsert_device(&id, item.address, hostname.as_deref(), mac.as_deref()) {
                     // A device of ours elsewhere has moved here: an update, not a new one.
-                    Ok(()) if ours || our_devices.contains(id.as_str()) => counts.updated += 1,
+                    Ok(()) if mine || ours || our_devices.contains(id.as_str()) => {
+                        counts.updated += 1
+                    }
                     Ok(()) => counts.created += 1,
                     Err(e) => fail(&mut counts, format!("device {id} at {}", item.address), e),
                 }
             }
             Want::Reserved { description } => {
                 seen_reservations.insert(item.id.clone());
-                let mine = weft_has.is_some_and(|r| {
-                    r.status == Status::Reserved
-                        && r.description
-                            .as_deref()
-                            .and_then(|d| reservation_mark(source, d))
-                            == Some(item.id.as_str())
-                });
                 if mine && weft_has.and_then(|r| r.description.as_ref()) == Some(description) {
                     continue;
                 }
-                // Our device that the other IPAM now reserves: the device goes first.
+                // Our device that the other IPAM now reserves: the device goes first, and is
+                // not deleted again below as gone.
                 if ours {
+                    seen_devices.insert(id.clone());
                     if let Err(e) = weft.delete_device(&id) {
                         fail(&mut counts, format!("device {id}"), e);
                         continue;
@@ -349,7 +366,7 @@ mod tests {
             id: &str,
             address: IpAddr,
             hostname: Option<&str>,
-            _mac: Option<&str>,
+            mac: Option<&str>,
         ) -> Result<(), String> {
             self.calls += 1;
             if let Some(r) = self.records.get(&address)
@@ -365,6 +382,7 @@ mod tests {
                     address,
                     status: Status::Allocated,
                     hostname: hostname.map(str::to_string),
+                    mac: mac.map(str::to_string),
                     description: None,
                     device: Some(id.to_string()),
                 },
@@ -384,6 +402,7 @@ mod tests {
                     address,
                     status: Status::Reserved,
                     hostname: None,
+                    mac: None,
                     description: Some(description.to_string()),
                     device: None,
                 },
@@ -465,6 +484,7 @@ mod tests {
                     address: ip(a),
                     status: Status::Allocated,
                     hostname: None,
+                    mac: None,
                     description: None,
                     device: d.map(str::to_string),
                 },
@@ -512,6 +532,41 @@ mod tests {
             vec![ip("10.0.0.10")],
             "ours and known ones are not pushed"
         );
+    }
+
+    #[test]
+    fn an_address_that_turns_from_used_to_reserved_and_back_is_updated_in_place() {
+        let mut weft = FakeWeft::default();
+        let used = vec![device("1", "10.0.0.5", "web")];
+        let reserved_now = vec![reserved("1", "10.0.0.5", "spare")];
+        pull("nb", &pools(), &weft.list(), &used, &mut weft);
+
+        let to_reserved = pull("nb", &pools(), &weft.list(), &reserved_now, &mut weft);
+        assert_eq!(
+            to_reserved,
+            Counts {
+                updated: 1,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(weft.records[&ip("10.0.0.5")].status, Status::Reserved);
+        let again = pull("nb", &pools(), &weft.list(), &reserved_now, &mut weft);
+        assert_eq!(again, Counts::default());
+
+        let to_used = pull("nb", &pools(), &weft.list(), &used, &mut weft);
+        assert_eq!(
+            to_used,
+            Counts {
+                updated: 1,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(
+            weft.records[&ip("10.0.0.5")].device.as_deref(),
+            Some("nb:1")
+        );
+        let again = pull("nb", &pools(), &weft.list(), &used, &mut weft);
+        assert_eq!(again, Counts::default());
     }
 
     #[test]
