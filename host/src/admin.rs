@@ -205,7 +205,10 @@ pub fn run(config: &Config, req: AdminRequest) -> Result<AdminResponse, AdminErr
             .map_err(|e| AdminError::DataDir(data_dir.display().to_string(), e))?;
         match Store::open(&config::db_path(data_dir)) {
             Ok(store) => {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                // Multi-threaded: a plugin's probes and HTTP requests run on this runtime
+                // from the blocking thread of the call, and need workers to drive them.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
                     .enable_all()
                     .build()
                     .map_err(AdminError::Runtime)?;

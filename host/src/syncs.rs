@@ -68,15 +68,9 @@ impl Drop for Running {
     }
 }
 
-/// The manifest of a loaded sync plugin, read again from its folder: the plugin host does
-/// not hand out manifests, and the time limit and interval live there.
+/// The manifest of a loaded sync plugin.
 fn manifest_of(host: &PluginHost, name: &str) -> Option<Manifest> {
-    let status = host
-        .list()
-        .into_iter()
-        .find(|s| s.name == name && s.world == Some(World::IpamSync))?;
-    let text = std::fs::read_to_string(status.dir.join("plugin.toml")).ok()?;
-    Manifest::parse(&text).ok().filter(|m| m.name == name)
+    host.manifest(name).filter(|m| m.world == World::IpamSync)
 }
 
 /// Runs the sync plugin `name` once and records the run. Blocking: call it off the async

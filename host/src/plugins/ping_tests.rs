@@ -12,23 +12,9 @@ use super::{PluginError, PluginHost};
 use crate::ping::{self, Checker};
 use crate::store::{AllocationRequest, PoolSpec, Store};
 use std::net::{IpAddr, TcpListener};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A built component from the shared target dir (as `tests::component`).
-fn component(crate_name: &str) -> Vec<u8> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!("wasm32-wasip2/release/{crate_name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}. The plugins are built by the README's test command (tests/run); by hand: \
-             cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml",
-            path.display()
-        )
-    })
-}
+use super::tests::component;
 
 /// A plugins folder in a temp dir, filled by the test.
 struct Folder(tempfile::TempDir);

@@ -8,26 +8,12 @@ use crate::store::{AllocationRequest, PoolSpec, Store};
 use crate::syncs::{self, RunOutcome, SyncError, Trigger, WeftChanges};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A built component from the shared target dir.
-fn component(crate_name: &str) -> Vec<u8> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!("wasm32-wasip2/release/{crate_name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}. Build the plugins first: cargo build --release --target wasm32-wasip2 \
-             --manifest-path plugins/Cargo.toml",
-            path.display()
-        )
-    })
-}
+use super::tests::component;
 
 /// One request as the fake servers see it.
 struct Request {
