@@ -28,10 +28,64 @@ impl Fixture {
             "name = \"broken\"\nversion = \"0.1.0\"\nworld = \"node-selector\"\n[permissions]\nfilesystem = true\n",
         )
         .unwrap();
+        // A NetBox sync pointed at a loopback port where nothing listens: its runs fail,
+        // and are kept like any other.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let sync = root.join("netbox-sync");
+        std::fs::create_dir_all(&sync).unwrap();
+        std::fs::write(
+            sync.join("plugin.toml"),
+            format!(
+                "name = \"netbox-sync\"\nversion = \"0.1.0\"\nworld = \"ipam-sync\"\n[config]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"t\"\n[permissions]\noutbound_hosts = [\"127.0.0.1:{port}\"]\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            sync.join("p.wasm"),
+            crate::plugins::tests::component("netbox_sync"),
+        )
+        .unwrap();
         let host = PluginHost::new(vec![root], None).unwrap();
         self.state.plugins = Some(Arc::new(host));
         self
     }
+}
+
+#[tokio::test]
+async fn an_anonymous_visitor_is_sent_to_the_login() {
+    let f = Fixture::new().with_plugins();
+    let resp = f.get("/plugins", None).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/login?next=%2Fplugins");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sync_now_runs_it_and_the_page_shows_the_run() {
+    let f = Fixture::new().with_plugins();
+    f.user("ada", Role::Admin).await;
+    let admin = f.login("ada").await;
+    let html = text(f.get("/plugins", Some(&admin)).await).await;
+    assert!(html.contains("Run sync now"));
+    let csrf = f.session_csrf(&admin).await;
+    let resp = f
+        .post_form("/plugins/netbox-sync/run", &admin, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let html = text(f.get("/plugins", Some(&admin)).await).await;
+    assert!(html.contains("Latest runs of netbox-sync"), "no runs table");
+    assert!(
+        html.contains("run-failed") && html.contains("manual"),
+        "{html}"
+    );
+    let runs = f
+        .state
+        .store
+        .read(|r| r.plugin_runs("netbox-sync", 10))
+        .unwrap();
+    assert_eq!(runs.len(), 1);
 }
 
 #[tokio::test]
@@ -79,7 +133,7 @@ async fn reload_takes_an_admin_and_the_csrf_token() {
     assert_eq!(location(&resp), "/plugins");
     let flash = set_cookie(&resp, "weft_flash").unwrap_or_default();
     let message = String::from_utf8(hex::decode(&flash).unwrap_or_default()).unwrap_or_default();
-    assert_eq!(message, "Reloaded 2 plugins (1 refused)");
+    assert_eq!(message, "Reloaded 3 plugins (1 refused)");
 }
 
 #[tokio::test]
