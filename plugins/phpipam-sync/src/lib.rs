@@ -151,76 +151,7 @@ fn field(item: &Value, key: &str) -> Option<String> {
     item.get(key).and_then(sync_kit::text)
 }
 
-/// weft's pools and held records, every page.
-fn weft_snapshot() -> Result<(Vec<sync_kit::Pool>, Vec<sync_kit::Record>), String> {
-    let mut pools = Vec::new();
-    let mut records = Vec::new();
-    for p in ipam::pools()? {
-        let net: IpNet = p
-            .cidr
-            .parse()
-            .map_err(|_| format!("weft pool {} has cidr {:?}", p.name, p.cidr))?;
-        let mut cursor = None;
-        loop {
-            let page = ipam::records(&p.name, cursor.as_deref(), 1000)?;
-            for r in page.items {
-                let Ok(address) = r.address.parse() else {
-                    continue;
-                };
-                records.push(sync_kit::Record {
-                    address,
-                    status: match r.status {
-                        ipam::Status::Available => sync_kit::Status::Available,
-                        ipam::Status::Allocated => sync_kit::Status::Allocated,
-                        ipam::Status::Reserved => sync_kit::Status::Reserved,
-                        ipam::Status::Quarantine => sync_kit::Status::Quarantine,
-                    },
-                    hostname: r.hostname,
-                    mac: r.mac,
-                    description: r.description,
-                    device: r.device,
-                });
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        pools.push(sync_kit::Pool { name: p.name, net });
-    }
-    Ok((pools, records))
-}
-
-/// weft through the `ipam` import.
-struct Weft;
-
-impl sync_kit::Weft for Weft {
-    fn upsert_device(
-        &mut self,
-        id: &str,
-        address: IpAddr,
-        hostname: Option<&str>,
-        mac: Option<&str>,
-    ) -> Result<(), String> {
-        ipam::upsert_device(&ipam::Device {
-            id: id.to_string(),
-            address: address.to_string(),
-            hostname: hostname.map(str::to_string),
-            mac: mac.map(str::to_string),
-            platform: None,
-            manufacturer: None,
-        })
-    }
-    fn delete_device(&mut self, id: &str) -> Result<(), String> {
-        ipam::delete_device(id)
-    }
-    fn reserve(&mut self, address: IpAddr, description: &str) -> Result<(), String> {
-        ipam::reserve(&address.to_string(), description)
-    }
-    fn release(&mut self, address: IpAddr) -> Result<(), String> {
-        ipam::release(&address.to_string())
-    }
-}
+sync_kit::weft_through_ipam!();
 
 /// What weft should hold for a phpIPAM address.
 fn want(id: &str, item: &Value) -> Want {

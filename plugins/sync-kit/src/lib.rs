@@ -14,6 +14,7 @@
 //! Runs are idempotent: [`pull`] asks weft for a change only where weft differs from the
 //! other side, so a second run against the same data changes nothing.
 
+pub use ipnet;
 use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -585,4 +586,89 @@ mod tests {
         assert_eq!(reservation_mark("nb", "nbx:12"), None);
         assert_eq!(reservation_description("nb", "1", "a\nb"), "nb:1 a b");
     }
+}
+
+/// weft's side of a sync, through the plugin's own `ipam` import: `weft_snapshot()` (weft's
+/// pools and held records, every page) and `Weft` (the [`Weft`] changes as `ipam` calls).
+/// Expand it in the plugin crate, where `wit_bindgen::generate!` made the import and `ipam`
+/// names it (`use weft::plugin::ipam;`): the bindings are the crate's own, so this is a macro
+/// rather than functions.
+#[macro_export]
+macro_rules! weft_through_ipam {
+    () => {
+        /// weft's pools and held records, every page.
+        pub fn weft_snapshot() -> Result<(Vec<$crate::Pool>, Vec<$crate::Record>), String> {
+            let mut pools = Vec::new();
+            let mut records = Vec::new();
+            for p in ipam::pools()? {
+                let net: $crate::ipnet::IpNet = p
+                    .cidr
+                    .parse()
+                    .map_err(|_| format!("weft pool {} has cidr {:?}", p.name, p.cidr))?;
+                let mut cursor = None;
+                loop {
+                    let page = ipam::records(&p.name, cursor.as_deref(), 1000)?;
+                    for r in page.items {
+                        let Ok(address) = r.address.parse() else {
+                            continue;
+                        };
+                        records.push($crate::Record {
+                            address,
+                            status: match r.status {
+                                ipam::Status::Available => $crate::Status::Available,
+                                ipam::Status::Allocated => $crate::Status::Allocated,
+                                ipam::Status::Reserved => $crate::Status::Reserved,
+                                ipam::Status::Quarantine => $crate::Status::Quarantine,
+                            },
+                            hostname: r.hostname,
+                            mac: r.mac,
+                            description: r.description,
+                            device: r.device,
+                        });
+                    }
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                pools.push($crate::Pool { name: p.name, net });
+            }
+            Ok((pools, records))
+        }
+
+        /// weft through the `ipam` import.
+        pub struct Weft;
+
+        impl $crate::Weft for Weft {
+            fn upsert_device(
+                &mut self,
+                id: &str,
+                address: ::std::net::IpAddr,
+                hostname: Option<&str>,
+                mac: Option<&str>,
+            ) -> Result<(), String> {
+                ipam::upsert_device(&ipam::Device {
+                    id: id.to_string(),
+                    address: address.to_string(),
+                    hostname: hostname.map(str::to_string),
+                    mac: mac.map(str::to_string),
+                    platform: None,
+                    manufacturer: None,
+                })
+            }
+            fn delete_device(&mut self, id: &str) -> Result<(), String> {
+                ipam::delete_device(id)
+            }
+            fn reserve(
+                &mut self,
+                address: ::std::net::IpAddr,
+                description: &str,
+            ) -> Result<(), String> {
+                ipam::reserve(&address.to_string(), description)
+            }
+            fn release(&mut self, address: IpAddr) -> Result<(), String> {
+                ipam::release(&address.to_string())
+            }
+        }
+    };
 }
