@@ -27,9 +27,15 @@ fn load(c: &Candidate) -> (u64, u64) {
 
 fn by_load(a: &Candidate, b: &Candidate) -> Ordering {
     let ((an, ad), (bn, bd)) = (load(a), load(b));
-    (u128::from(an) * u128::from(bd))
-        .cmp(&(u128::from(bn) * u128::from(ad)))
-        .then(a.active_peers.cmp(&b.active_peers))
+    // The numerators fit 32 bits, so while the denominators do too (capacity × weight below
+    // 2^32, the usual case) the cross products fit a u64. WebAssembly has no 128-bit
+    // multiply: the u128 path is a library call, several times slower.
+    let by_fraction = if ad <= u64::from(u32::MAX) && bd <= u64::from(u32::MAX) {
+        (an * bd).cmp(&(bn * ad))
+    } else {
+        (u128::from(an) * u128::from(bd)).cmp(&(u128::from(bn) * u128::from(ad)))
+    };
+    by_fraction.then(a.active_peers.cmp(&b.active_peers))
 }
 
 impl Guest for LeastLoaded {
