@@ -22,6 +22,7 @@ pub mod placement;
 pub mod plugin_run;
 pub mod plugins;
 pub mod probe;
+pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod syncs;
