@@ -13,6 +13,8 @@
 //!   are what weft does with it (choose nodes, check addresses, sync IPAM, run one by hand).
 
 pub mod admin;
+pub mod agent;
+pub mod agent_client;
 pub mod cli;
 pub mod config;
 pub mod ipam;
