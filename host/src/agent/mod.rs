@@ -100,7 +100,8 @@ pub fn router(guard: Guard) -> Router {
         ))
 }
 
-async fn health(started: Instant) -> Health {
+/// The health document of an agent started at `started`.
+pub async fn health(started: Instant) -> Health {
     let load = tokio::fs::read_to_string("/proc/loadavg")
         .await
         .unwrap_or_default();
