@@ -33,6 +33,13 @@ pub enum AgentError {
     BadNodeId(String),
     #[error(transparent)]
     Nonces(#[from] NonceStoreError),
+    #[error("give one or two secret files (two during a rotation), not {0}")]
+    SecretCount(usize),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create the data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -125,6 +132,28 @@ pub async fn serve(
     axum::serve(listener, router(guard))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `weft agent`: loads the secrets (refusing open files), opens the nonce store, serves.
+pub async fn run(
+    args: crate::cli::AgentArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let secrets = match args.secret_file.as_slice() {
+        [one] => Secrets::one(load_secret(one)?),
+        [one, two] => Secrets::two(load_secret(one)?, load_secret(two)?),
+        other => return Err(AgentError::SecretCount(other.len())),
+    };
+    let guard = open_guard(&args.node_id, secrets, &args.data_dir)?;
+    let listen_err = |source| AgentError::Listen {
+        addr: args.listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(listen_err)?;
+    tracing::info!(node = %args.node_id, addr = %args.listen, "agent listening");
+    serve(listener, guard, shutdown).await.map_err(listen_err)
 }
 
 #[cfg(test)]
