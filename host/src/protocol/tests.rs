@@ -473,3 +473,37 @@ mod worked_example {
         );
     }
 }
+
+mod properties {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the request, what was signed verifies, and any changed body byte does not.
+        #[test]
+        fn any_signed_request_verifies_and_any_changed_body_byte_is_caught(
+            path in "/[a-z0-9/%._-]{0,40}",
+            query in "[a-z0-9=&%]{0,40}",
+            body in proptest::collection::vec(any::<u8>(), 1..512),
+            flip in any::<proptest::sample::Index>(),
+            skew in -WINDOW_SECS..=WINDOW_SECS,
+        ) {
+            let key = Secret::new(b"property-secret-0123456789".to_vec()).unwrap();
+            let secrets = Secrets::one(key.clone());
+            let nonce = Nonce::random();
+            let now = 1_767_225_600;
+            let timestamp = now + skew;
+            let parts = RequestParts { node: "n", method: "PUT", path: &path, query: &query, timestamp, nonce, body: &body };
+            let sig = sign_request(&key, &parts);
+            let (ts, n) = (timestamp.to_string(), nonce.to_hex());
+            let headers = SignedHeaders { node: Some("n"), timestamp: Some(&ts), nonce: Some(&n), signature: Some(&sig) };
+            prop_assert!(verify_request(&secrets, "n", &headers, "PUT", &path, &query, &body, now).is_ok());
+            let mut changed = body.clone();
+            changed[flip.index(body.len())] ^= 1;
+            prop_assert_eq!(
+                verify_request(&secrets, "n", &headers, "PUT", &path, &query, &changed, now).map(|_| ()),
+                Err(VerifyError::BadSignature)
+            );
+        }
+    }
+}
