@@ -1,16 +1,16 @@
 //! The agent's side of the protocol as axum middleware: buffers the body (capped), verifies
 //! and records the nonce before the handler runs, signs the handler's answer.
 
-use super::Guard;
 use crate::protocol::{
     GuardError, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_BODY,
-    SignedHeaders, VerifyError, sign_response,
+    NonceStore, ReplayGuard, SignedHeaders, VerifyError, sign_response,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 /// Largest answer the agent signs; handlers write far less.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -27,7 +27,11 @@ fn refuse(status: StatusCode, code: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": code }))).into_response()
 }
 
-pub async fn verify_and_sign(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+pub async fn verify_and_sign<S: NonceStore + Send + Sync + 'static>(
+    State(guard): State<Arc<ReplayGuard<S>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = req.into_parts();
     // The cap applies while reading: an oversized body is never held whole, nor hashed.
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {

@@ -4,7 +4,7 @@
 
 pub mod auth;
 
-use crate::protocol::{ReplayGuard, Secret, SecretError, Secrets};
+use crate::protocol::{NonceStore, ReplayGuard, Secret, SecretError, Secrets};
 use crate::store::agent_nonces::{AgentNonces, NonceStoreError};
 use axum::{Json, Router, routing::get};
 use std::path::{Path, PathBuf};
@@ -93,8 +93,9 @@ pub struct Health {
     pub load_average: [f64; 3],
 }
 
-/// The agent's routes, all behind the signature check.
-pub fn router(guard: Guard) -> Router {
+/// The agent's routes, all behind the signature check. Generic over where nonces are kept so
+/// the benchmark can show what the durable record costs; the agent uses [`AgentNonces`].
+pub fn router<S: NonceStore + Send + Sync + 'static>(guard: Arc<ReplayGuard<S>>) -> Router {
     let started = Instant::now();
     Router::new()
         .route(
