@@ -49,13 +49,7 @@ pub struct AgentArgs {
     pub node_id: String,
     /// The file holding the node's shared secret (mode 0600). Give it twice during a
     /// rotation: either secret is accepted
-    #[arg(
-        long,
-        env = "WEFT_SECRET_FILE",
-        required = true,
-        num_args = 1,
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "WEFT_SECRET_FILE", required = true, num_args = 1)]
     pub secret_file: Vec<PathBuf>,
     /// Where the agent keeps its state (agent.redb)
     #[arg(long, env = "WEFT_AGENT_DATA_DIR")]

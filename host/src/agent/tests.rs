@@ -267,3 +267,31 @@ fn a_secret_file_readable_by_others_is_refused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(load_secret(&path).unwrap(), key());
 }
+
+#[test]
+fn the_command_line_takes_two_secret_files_for_a_rotation() {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from([
+        "weft",
+        "agent",
+        "--listen",
+        "127.0.0.1:7443",
+        "--node-id",
+        "n1",
+        "--secret-file",
+        "/a,b",
+        "--secret-file",
+        "/c",
+        "--data-dir",
+        "/d",
+    ])
+    .unwrap();
+    let crate::cli::Command::Agent(args) = cli.command else {
+        panic!("not the agent command");
+    };
+    // A comma is part of a path, not a separator.
+    assert_eq!(
+        args.secret_file,
+        [PathBuf::from("/a,b"), PathBuf::from("/c")]
+    );
+}
