@@ -35,6 +35,25 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Run a node's agent: answers the controller's signed requests (docs/agent-protocol.md).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address to serve the controller's requests on
+    #[arg(long, env = "WEFT_AGENT_LISTEN")]
+    pub listen: SocketAddr,
+    /// The node id the controller gave this node (part of every signature)
+    #[arg(long, env = "WEFT_NODE_ID")]
+    pub node_id: String,
+    /// The file holding the node's shared secret (mode 0600). Give it twice during a
+    /// rotation: either secret is accepted
+    #[arg(long, env = "WEFT_SECRET_FILE", required = true, num_args = 1)]
+    pub secret_file: Vec<PathBuf>,
+    /// Where the agent keeps its state (agent.redb)
+    #[arg(long, env = "WEFT_AGENT_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,8 @@
 //!   are what weft does with it (choose nodes, check addresses, sync IPAM, run one by hand).
 
 pub mod admin;
+pub mod agent;
+pub mod agent_client;
 pub mod cli;
 pub mod config;
 pub mod ipam;
@@ -22,6 +24,7 @@ pub mod placement;
 pub mod plugin_run;
 pub mod plugins;
 pub mod probe;
+pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod syncs;

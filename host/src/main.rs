@@ -35,6 +35,11 @@ fn config(common: DataDirArgs, listen: Option<std::net::SocketAddr>) -> Result<C
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Plugin { command } => plugin(command),
+        Command::Agent(args) => {
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            rt.block_on(weft::agent::run(args, weft::server::shutdown_signal()))
+                .map_err(|e| e.to_string())
+        }
         Command::Serve(args) => {
             let mut config = config(args.common, args.listen)?;
             // A flag can only turn it on; the file's `secure_cookies = true` stays on.

@@ -24,3 +24,6 @@ mod browser;
 
 /// Plugins in a running server: API and CLI, hot reload, hostile plugins beside the API.
 mod plugins;
+
+/// `weft agent` as a real process: signed health, a replay refused across a SIGKILL restart.
+mod agent;

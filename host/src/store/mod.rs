@@ -6,6 +6,7 @@
 //! its change has committed with `Durability::Immediate`. An operation that fails is taken out
 //! of its batch, the batch re-runs without it, and it fails alone.
 
+pub mod agent_nonces;
 pub mod checks;
 #[cfg(test)]
 mod crash_tests;

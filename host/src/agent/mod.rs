@@ -1,0 +1,161 @@
+//! The agent's HTTP server: every request goes through the protocol's checks (`auth`) before
+//! a handler sees it, and every answer to a verified request is signed. This slice serves
+//! `GET /v1/health`; the data plane comes with its own issue.
+
+pub mod auth;
+
+use crate::protocol::{NonceStore, ReplayGuard, Secret, SecretError, Secrets};
+use crate::store::agent_nonces::{AgentNonces, NonceStoreError};
+use axum::{Json, Router, routing::get};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The agent's request checks, shared by every connection.
+pub type Guard = Arc<ReplayGuard<AgentNonces>>;
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read the secret file {path}: {source}")]
+    ReadSecret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Anyone else who can read the secret can impersonate the controller.
+    #[error(
+        "the secret file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    SecretFileOpen { path: PathBuf, mode: u32 },
+    #[error("the secret file {path}: {source}")]
+    BadSecret { path: PathBuf, source: SecretError },
+    #[error("the node id {0:?} is not 1 to 64 of A-Z a-z 0-9 . _ -")]
+    BadNodeId(String),
+    #[error(transparent)]
+    Nonces(#[from] NonceStoreError),
+    #[error("give one or two secret files (two during a rotation), not {0}")]
+    SecretCount(usize),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads a secret file, refusing one that group or others may read.
+pub fn load_secret(path: &Path) -> Result<Secret, AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read_err = |source| AgentError::ReadSecret {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(read_err)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(AgentError::SecretFileOpen {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    Secret::from_file_contents(&bytes).map_err(|source| AgentError::BadSecret {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The guard of an agent whose state lives in `data_dir`.
+pub fn open_guard(node: &str, secrets: Secrets, data_dir: &Path) -> Result<Guard, AgentError> {
+    if !crate::protocol::valid_node_id(node) {
+        return Err(AgentError::BadNodeId(node.to_owned()));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| AgentError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let nonces = AgentNonces::open(data_dir)?;
+    Ok(Arc::new(ReplayGuard::new(secrets, node, nonces)))
+}
+
+/// What `GET /v1/health` answers.
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Health {
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// 1, 5 and 15 minute load averages; zeros where /proc/loadavg cannot be read.
+    pub load_average: [f64; 3],
+}
+
+/// The agent's routes, all behind the signature check. Generic over where nonces are kept so
+/// the benchmark can show what the durable record costs; the agent uses [`AgentNonces`].
+pub fn router<S: NonceStore + Send + Sync + 'static>(guard: Arc<ReplayGuard<S>>) -> Router {
+    let started = Instant::now();
+    Router::new()
+        .route(
+            "/v1/health",
+            get(move || async move { Json(health(started).await) }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            auth::verify_and_sign,
+        ))
+}
+
+/// The health document of an agent started at `started`.
+pub async fn health(started: Instant) -> Health {
+    let load = tokio::fs::read_to_string("/proc/loadavg")
+        .await
+        .unwrap_or_default();
+    let mut avg = [0.0; 3];
+    for (slot, field) in avg.iter_mut().zip(load.split_whitespace()) {
+        *slot = field.parse().unwrap_or(0.0);
+    }
+    Health {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: started.elapsed().as_secs(),
+        load_average: avg,
+    }
+}
+
+/// Serves the agent on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    guard: Guard,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(guard))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `weft agent`: loads the secrets (refusing open files), opens the nonce store, serves.
+pub async fn run(
+    args: crate::cli::AgentArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let secrets = match args.secret_file.as_slice() {
+        [one] => Secrets::one(load_secret(one)?),
+        [one, two] => Secrets::two(load_secret(one)?, load_secret(two)?),
+        other => return Err(AgentError::SecretCount(other.len())),
+    };
+    let guard = open_guard(&args.node_id, secrets, &args.data_dir)?;
+    let listen_err = |source| AgentError::Listen {
+        addr: args.listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(listen_err)?;
+    tracing::info!(node = %args.node_id, addr = %args.listen, "agent listening");
+    serve(listener, guard, shutdown).await.map_err(listen_err)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! The controller's side of the agent protocol: signs each request and refuses any answer
+//! whose signature does not verify (docs/agent-protocol.md).
+
+use crate::protocol::{
+    HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Nonce, RequestParts,
+    ResponseVerifyError, Secret, Secrets, sign_request, verify_response,
+};
+use std::time::Duration;
+
+/// Largest answer read from an agent.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Why a call to an agent gave no trusted answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The agent could not be reached, or the connection failed.
+    #[error("agent unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The URL built from the agent's base URL and the path is not valid.
+    #[error("bad agent URL: {0}")]
+    Url(#[from] url::ParseError),
+    /// The agent refused the request (an unsigned 401, 413 or 503); `code` is its reason.
+    #[error("agent refused the request ({status}: {code})")]
+    Refused { status: u16, code: String },
+    /// The answer does not verify: forged, altered, or from another node. Not trusted.
+    #[error("agent answer not trusted: {0}")]
+    Forged(#[from] ResponseVerifyError),
+    /// The answer is larger than [`MAX_ANSWER`].
+    #[error("agent answer larger than {MAX_ANSWER} bytes")]
+    TooLarge,
+    /// A verified answer whose body is not what the endpoint documents.
+    #[error("agent answer is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A verified answer.
+#[derive(Debug)]
+pub struct AgentAnswer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A client for one node's agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    base: url::Url,
+    node: String,
+    /// Requests are signed with the first; answers are accepted under either.
+    secrets: Secrets,
+    signing: Secret,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("base", &self.base.as_str())
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl AgentClient {
+    pub fn new(
+        base: url::Url,
+        node: impl Into<String>,
+        signing: Secret,
+        secrets: Secrets,
+        timeout: Duration,
+    ) -> Result<Self, ResponseError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            // A redirect would send the signed request somewhere it was not signed for.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(AgentClient {
+            http,
+            base,
+            node: node.into(),
+            secrets,
+            signing,
+        })
+    }
+
+    /// Sends a signed request for `path_and_query` (e.g. `/v1/health`) and returns the
+    /// answer once its signature has verified.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<AgentAnswer, ResponseError> {
+        let url = self.base.join(path_and_query)?;
+        let nonce = Nonce::random();
+        let timestamp = unix_now();
+        // Sign what goes on the wire: the URL as parsed, which is what reqwest sends.
+        let signature = sign_request(
+            &self.signing,
+            &RequestParts {
+                node: &self.node,
+                method: method.as_str(),
+                path: url.path(),
+                query: url.query().unwrap_or(""),
+                timestamp,
+                nonce,
+                body: &body,
+            },
+        );
+        let mut answer = self
+            .http
+            .request(method, url)
+            .header(HEADER_NODE, &self.node)
+            .header(HEADER_TIMESTAMP, timestamp.to_string())
+            .header(HEADER_NONCE, nonce.to_hex())
+            .header(HEADER_SIGNATURE, signature)
+            .body(body)
+            .send()
+            .await?;
+        let status = answer.status().as_u16();
+        let header = |name| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (node_header, sig) = (header(HEADER_NODE), header(HEADER_SIGNATURE));
+        let mut body = Vec::new();
+        while let Some(chunk) = answer.chunk().await? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(ResponseError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if sig.is_none() && matches!(status, 401 | 413 | 503) {
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(ResponseError::Refused { status, code });
+        }
+        verify_response(
+            &self.secrets,
+            &self.node,
+            nonce,
+            status,
+            node_header.as_deref(),
+            sig.as_deref(),
+            &body,
+        )?;
+        Ok(AgentAnswer { status, body })
+    }
+
+    /// The agent's signed health document.
+    pub async fn health(&self) -> Result<crate::agent::Health, ResponseError> {
+        let answer = self
+            .call(reqwest::Method::GET, "/v1/health", Vec::new())
+            .await?;
+        Ok(serde_json::from_slice(&answer.body)?)
+    }
+}

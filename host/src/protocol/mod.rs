@@ -1,0 +1,433 @@
+//! The signed, replay-proof wire protocol between the controller and its agents: canonical
+//! strings, HMAC-SHA256 signatures, and the checks an agent makes before acting on a request.
+//! Pure: no I/O, no clock (callers pass `now`), no HTTP types. `docs/agent-protocol.md` is the
+//! specification; this module is its reference implementation.
+
+mod replay;
+#[cfg(test)]
+mod tests;
+
+pub use replay::{GuardError, MemoryNonces, NonceStore, ReplayGuard};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// First line of a request's canonical string: names the protocol and its version.
+pub const REQUEST_VERSION: &str = "weft-agent-v1";
+/// First line of a response's canonical string: distinct from a request's, so a signed
+/// request can never be replayed as a signed response or the other way round.
+pub const RESPONSE_VERSION: &str = "weft-agent-v1-response";
+
+/// Header carrying the node id the request is meant for (and the response comes from).
+pub const HEADER_NODE: &str = "x-weft-node";
+/// Header carrying the request's Unix time in seconds, decimal.
+pub const HEADER_TIMESTAMP: &str = "x-weft-timestamp";
+/// Header carrying the request's 128-bit nonce, 32 lowercase hex digits.
+pub const HEADER_NONCE: &str = "x-weft-nonce";
+/// Header carrying the HMAC-SHA256 signature, 64 lowercase hex digits.
+pub const HEADER_SIGNATURE: &str = "x-weft-signature";
+
+/// How far a request's timestamp may be from the agent's clock, either way, in seconds.
+pub const WINDOW_SECS: i64 = 300;
+/// Largest request body an agent hashes; larger bodies are refused before any work.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Shortest secret accepted: 128 bits.
+pub const MIN_SECRET: usize = 16;
+/// Longest node id.
+pub const MAX_NODE_ID: usize = 64;
+
+/// A node's shared secret. Its bytes never appear in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// A secret from raw bytes; at least [`MIN_SECRET`] of them.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, SecretError> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET {
+            return Err(SecretError::TooShort(bytes.len()));
+        }
+        Ok(Secret(bytes))
+    }
+
+    /// A secret as kept in a secret file: the file's bytes without one trailing newline
+    /// (`\n` or `\r\n`), so `echo "$secret" > file` and `printf %s` give the same key.
+    pub fn from_file_contents(contents: &[u8]) -> Result<Self, SecretError> {
+        let trimmed = contents
+            .strip_suffix(b"\r\n")
+            .or_else(|| contents.strip_suffix(b"\n"))
+            .unwrap_or(contents);
+        Secret::new(trimmed)
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC takes keys of any length; this cannot fail for SHA-256.
+        HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why bytes are not a usable secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    /// Fewer than [`MIN_SECRET`] bytes.
+    #[error("a secret needs at least {MIN_SECRET} bytes, this one has {0}")]
+    TooShort(usize),
+}
+
+/// The secrets an agent accepts: the current one and, during a rotation, the next.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    primary: Secret,
+    secondary: Option<Secret>,
+}
+
+impl Secrets {
+    pub fn one(primary: Secret) -> Self {
+        Secrets {
+            primary,
+            secondary: None,
+        }
+    }
+
+    pub fn two(primary: Secret, secondary: Secret) -> Self {
+        Secrets {
+            primary,
+            secondary: Some(secondary),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.primary).chain(self.secondary.as_ref())
+    }
+}
+
+/// A random 128-bit nonce.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Nonce(pub [u8; 16]);
+
+impl Nonce {
+    pub fn random() -> Self {
+        Nonce(rand::random())
+    }
+
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Exactly 32 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.bytes().all(is_lower_hex) {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Nonce(out))
+    }
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// A node id is 1 to 64 of `A-Z a-z 0-9 . _ -`: nothing that could break a canonical line.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The parts of a request that are signed, as sent on the wire (path and query still
+/// percent-encoded, exactly as in the request line).
+#[derive(Clone, Debug)]
+pub struct RequestParts<'a> {
+    pub node: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The raw query without its `?`; empty when there is none.
+    pub query: &'a str,
+    pub timestamp: i64,
+    pub nonce: Nonce,
+    pub body: &'a [u8],
+}
+
+/// The query with its `&`-separated pairs sorted bytewise, empty pairs dropped. Pairs stay
+/// percent-encoded as sent: both sides sort the same bytes, no decoding rules to agree on.
+pub fn sorted_query(query: &str) -> String {
+    let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_unstable();
+    pairs.join("&")
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The canonical string a request's signature covers: eight lines joined by `\n`, no
+/// trailing newline.
+pub fn canonical_request(p: &RequestParts<'_>) -> String {
+    format!(
+        "{REQUEST_VERSION}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        p.node,
+        p.method,
+        p.path,
+        sorted_query(p.query),
+        p.timestamp,
+        p.nonce.to_hex(),
+        sha256_hex(p.body),
+    )
+}
+
+/// The canonical string a response's signature covers: bound to the request's nonce, so an
+/// answer cannot be moved onto another request.
+pub fn canonical_response(node: &str, request_nonce: Nonce, status: u16, body: &[u8]) -> String {
+    format!(
+        "{RESPONSE_VERSION}\n{node}\n{}\n{status}\n{}",
+        request_nonce.to_hex(),
+        sha256_hex(body),
+    )
+}
+
+fn sign_bytes(secret: &Secret, canonical: &str) -> String {
+    let mut mac = secret.mac();
+    mac.update(canonical.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Constant-time check of a hex signature against a canonical string.
+fn verify_bytes(secret: &Secret, canonical: &str, signature: &[u8; 32]) -> bool {
+    let mut mac = secret.mac();
+    mac.update(canonical.as_bytes());
+    mac.verify_slice(signature).is_ok()
+}
+
+fn parse_signature(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.bytes().all(is_lower_hex) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// The signature of a request (64 lowercase hex digits).
+pub fn sign_request(secret: &Secret, parts: &RequestParts<'_>) -> String {
+    sign_bytes(secret, &canonical_request(parts))
+}
+
+/// The signature of a response.
+pub fn sign_response(
+    secret: &Secret,
+    node: &str,
+    request_nonce: Nonce,
+    status: u16,
+    body: &[u8],
+) -> String {
+    sign_bytes(
+        secret,
+        &canonical_response(node, request_nonce, status, body),
+    )
+}
+
+/// The request headers as received, before any check: `None` where a header is missing or
+/// not valid UTF-8.
+#[derive(Clone, Debug, Default)]
+pub struct SignedHeaders<'a> {
+    pub node: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// Why an agent refuses a request. Every variant means: nothing was done.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// A protocol header is absent.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// A protocol header does not have its documented form.
+    #[error("malformed header {0}")]
+    MalformedHeader(&'static str),
+    /// The body is larger than [`MAX_BODY`]; it was not hashed.
+    #[error("body larger than {MAX_BODY} bytes")]
+    BodyTooLarge,
+    /// The request names another node: it was signed for someone else.
+    #[error("request is for another node")]
+    WrongNode,
+    /// The timestamp is more than [`WINDOW_SECS`] behind the agent's clock.
+    #[error("timestamp is {0} s old")]
+    Stale(i64),
+    /// The timestamp is more than [`WINDOW_SECS`] ahead of the agent's clock.
+    #[error("timestamp is {0} s in the future")]
+    Future(i64),
+    /// No accepted secret gives this signature over what was received (wrong secret, or a
+    /// changed method, path, query, body, timestamp, nonce or node).
+    #[error("bad signature")]
+    BadSignature,
+    /// The nonce was already accepted inside the window.
+    #[error("nonce already used")]
+    Replayed,
+}
+
+impl VerifyError {
+    /// The short code an agent puts in its 401 answer (docs/agent-protocol.md, "Errors").
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::MissingHeader(_) => "missing_header",
+            VerifyError::MalformedHeader(_) => "malformed_header",
+            VerifyError::BodyTooLarge => "body_too_large",
+            VerifyError::WrongNode => "wrong_node",
+            VerifyError::Stale(_) => "stale_timestamp",
+            VerifyError::Future(_) => "future_timestamp",
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::Replayed => "replayed",
+        }
+    }
+}
+
+/// A request whose signature verified. Its nonce still has to be recorded
+/// ([`ReplayGuard::check`] does both).
+#[derive(Debug)]
+pub struct Verified<'s> {
+    pub nonce: Nonce,
+    pub timestamp: i64,
+    /// The secret that verified the request: the response is signed with it.
+    pub secret: &'s Secret,
+}
+
+/// Checks a request's headers and signature, without the replay check. Order matters:
+/// cheap checks first, and nothing is remembered here, so a forged request costs the agent
+/// one HMAC and no storage.
+// The arguments are the request's signed parts, kept apart so no HTTP type enters here.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_request<'s>(
+    secrets: &'s Secrets,
+    agent_node: &str,
+    headers: &SignedHeaders<'_>,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<Verified<'s>, VerifyError> {
+    if body.len() > MAX_BODY {
+        return Err(VerifyError::BodyTooLarge);
+    }
+    let node = headers
+        .node
+        .ok_or(VerifyError::MissingHeader(HEADER_NODE))?;
+    let timestamp = headers
+        .timestamp
+        .ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+    let nonce = headers
+        .nonce
+        .ok_or(VerifyError::MissingHeader(HEADER_NONCE))?;
+    let signature = headers
+        .signature
+        .ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
+
+    if !valid_node_id(node) {
+        return Err(VerifyError::MalformedHeader(HEADER_NODE));
+    }
+    let timestamp =
+        parse_timestamp(timestamp).ok_or(VerifyError::MalformedHeader(HEADER_TIMESTAMP))?;
+    let nonce = Nonce::parse(nonce).ok_or(VerifyError::MalformedHeader(HEADER_NONCE))?;
+    let signature =
+        parse_signature(signature).ok_or(VerifyError::MalformedHeader(HEADER_SIGNATURE))?;
+
+    if node != agent_node {
+        return Err(VerifyError::WrongNode);
+    }
+    let skew = now - timestamp;
+    if skew > WINDOW_SECS {
+        return Err(VerifyError::Stale(skew));
+    }
+    if -skew > WINDOW_SECS {
+        return Err(VerifyError::Future(-skew));
+    }
+
+    let canonical = canonical_request(&RequestParts {
+        node,
+        method,
+        path,
+        query,
+        timestamp,
+        nonce,
+        body,
+    });
+    // Both secrets are always tried, so the time taken does not say which one matched.
+    let mut matched = None;
+    for secret in secrets.iter() {
+        if verify_bytes(secret, &canonical, &signature) && matched.is_none() {
+            matched = Some(secret);
+        }
+    }
+    let secret = matched.ok_or(VerifyError::BadSignature)?;
+    Ok(Verified {
+        nonce,
+        timestamp,
+        secret,
+    })
+}
+
+/// 1 to 18 ASCII digits: no sign, no spaces, and no overflow when the window is applied.
+fn parse_timestamp(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Why the controller does not trust an agent's answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResponseVerifyError {
+    /// The answer carries no signature (an agent signs every answer to a verified request).
+    #[error("response is not signed")]
+    Unsigned,
+    /// The signature header does not have its documented form.
+    #[error("response signature is malformed")]
+    Malformed,
+    /// The answer comes from another node than the one asked.
+    #[error("response is from another node")]
+    WrongNode,
+    /// The signature does not match: the answer was forged or altered on the way.
+    #[error("response signature does not verify: forged or altered")]
+    Forged,
+}
+
+/// The controller's check of an agent's answer to the request with `request_nonce`.
+pub fn verify_response(
+    secrets: &Secrets,
+    node: &str,
+    request_nonce: Nonce,
+    status: u16,
+    node_header: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<(), ResponseVerifyError> {
+    let signature = signature.ok_or(ResponseVerifyError::Unsigned)?;
+    let signature = parse_signature(signature).ok_or(ResponseVerifyError::Malformed)?;
+    if node_header != Some(node) {
+        return Err(ResponseVerifyError::WrongNode);
+    }
+    let canonical = canonical_response(node, request_nonce, status, body);
+    let mut ok = false;
+    for secret in secrets.iter() {
+        ok |= verify_bytes(secret, &canonical, &signature);
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(ResponseVerifyError::Forged)
+    }
+}
