@@ -28,6 +28,8 @@
 //!
 //! `cargo bench -p weft --bench plugins -- ping` runs section 5 alone; any other word, 1 to 4.
 
+mod common;
+use common::{pct, quick, report, times, us};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weft::placement::{self, Candidate, Health, Request, Strategy, WitCall};
@@ -35,10 +37,6 @@ use weft::plugins::call::{self, PluginInfo};
 use weft::plugins::probe_host::ProbeReach;
 use weft::plugins::runtime::{Prepared, Runtime};
 use weft::plugins::{Manifest, PluginHost};
-
-fn quick() -> bool {
-    std::env::var_os("WEFT_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench")
-}
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -72,38 +70,6 @@ fn work(rounds: u64) -> u64 {
         }
     }
     table.iter().fold(0, |a, b| a ^ b)
-}
-
-/// Per-call times of `f`, run `n` times after `n / 10` warm-up calls.
-fn times(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        f();
-        out.push(t.elapsed());
-    }
-    out.sort();
-    out
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn report(label: &str, t: &[Duration]) {
-    println!(
-        "  {label:<44} median {:>9.2} µs   p99 {:>9.2} µs",
-        us(pct(t, 0.5)),
-        us(pct(t, 0.99))
-    );
 }
 
 fn candidates(n: usize) -> Vec<Candidate> {

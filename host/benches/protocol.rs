@@ -15,6 +15,8 @@
 //!    reqwest GET of an unsigned route on the same server returning the same document; and the
 //!    signed call to the same agent with its nonces kept in memory, to show the fsync's share.
 
+mod common;
+use common::{pct, quick, report, times, us};
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -27,42 +29,6 @@ use weft::protocol::{
 use weft::store::agent_nonces::AgentNonces;
 
 const NODE: &str = "node-1";
-
-fn quick() -> bool {
-    std::env::var_os("WEFT_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench")
-}
-
-/// Per-call times of `f`, run `n` times after `n / 10` warm-up calls.
-fn times(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        f();
-        out.push(t.elapsed());
-    }
-    out.sort();
-    out
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn report(label: &str, t: &[Duration]) {
-    println!(
-        "  {label:<44} median {:>9.2} µs   p99 {:>9.2} µs",
-        us(pct(t, 0.5)),
-        us(pct(t, 0.99))
-    );
-}
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
