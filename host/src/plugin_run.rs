@@ -37,6 +37,9 @@ pub enum RunError {
     Sync(#[from] crate::syncs::SyncError),
     #[error("cannot read weft's pools: {0}")]
     Store(#[from] StoreError),
+    /// The blocking task of the run went away (the runtime is shutting down).
+    #[error("the run was interrupted: {0}")]
+    Interrupted(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +180,19 @@ pub fn run(
     };
     // Our own types always serialize.
     Ok(answer.unwrap_or(Value::Null))
+}
+
+/// [`run`] from async code (a handler): on a blocking thread of the current runtime.
+pub async fn run_now(
+    host: std::sync::Arc<PluginHost>,
+    store: Store,
+    name: String,
+    input: Value,
+) -> Result<Value, RunError> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || run(&host, &store, runtime, &name, input))
+        .await
+        .map_err(|e| RunError::Interrupted(e.to_string()))?
 }
 
 /// The placement types of a hand-made selection, checked.

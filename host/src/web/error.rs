@@ -157,7 +157,9 @@ impl From<crate::plugin_run::RunError> for ApiError {
             R::Sync(SyncError::AlreadyRunning(_)) => (S::CONFLICT, "already_running"),
             R::Sync(SyncError::Plugin(P::NotFound(_))) => (S::NOT_FOUND, "not_found"),
             R::Sync(SyncError::Plugin(_)) => (S::CONFLICT, "wrong_world"),
-            R::Sync(SyncError::Interrupted(_)) => (S::SERVICE_UNAVAILABLE, "shutting_down"),
+            R::Interrupted(_) | R::Sync(SyncError::Interrupted(_)) => {
+                (S::SERVICE_UNAVAILABLE, "shutting_down")
+            }
             R::Store(_) | R::Sync(SyncError::Store(_)) => return ApiError::internal(&e),
         };
         ApiError::new(status, code, e.to_string())

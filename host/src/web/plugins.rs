@@ -147,13 +147,15 @@ async fn list_plugins(State(s): State<AppState>, _: Reader) -> Result<Json<Plugi
     security(("token" = [])))]
 async fn reload_plugins(State(s): State<AppState>, _: Admin) -> Result<Json<PluginList>, ApiError> {
     let host = host(&s)?;
-    let statuses = {
-        let host = host.clone();
-        tokio::task::spawn_blocking(move || host.reload())
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-    };
+    let statuses = reload(host.clone()).await?;
     Ok(Json(list_of(&host, &s.store, statuses)?))
+}
+
+/// Reloads on a blocking thread: loading may compile.
+pub(crate) async fn reload(host: Arc<PluginHost>) -> Result<Vec<Status>, ApiError> {
+    tokio::task::spawn_blocking(move || host.reload())
+        .await
+        .map_err(|e| ApiError::internal(&e))
 }
 
 /// The latest runs of a sync plugin, newest first, whether or not it is still installed.
@@ -196,12 +198,6 @@ async fn run_plugin(
     } else {
         serde_json::from_slice(&body).map_err(ApiError::from_json)?
     };
-    let store = s.store.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let answer = tokio::task::spawn_blocking(move || {
-        crate::plugin_run::run(&host, &store, runtime, &name, input)
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))??;
+    let answer = crate::plugin_run::run_now(host, s.store.clone(), name, input).await?;
     Ok(Json(answer))
 }

@@ -104,9 +104,9 @@ async fn reload(
     AdminForm { user, .. }: AdminForm<Empty>,
 ) -> Result<Response, PageError> {
     let h = host(&s).map_err(PageError::Api)?;
-    let statuses = tokio::task::spawn_blocking(move || h.reload())
+    let statuses = crate::web::plugins::reload(h)
         .await
-        .map_err(|e| PageError::Api(ApiError::internal(&e)))?;
+        .map_err(PageError::Api)?;
     let refused = statuses
         .iter()
         .filter(|p| matches!(p.state, crate::plugins::State::Refused { .. }))
@@ -132,14 +132,8 @@ async fn run(
             "no ipam-sync plugin named {name:?} is loaded"
         ))));
     }
-    let store = s.store.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let target = name.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        crate::plugin_run::run(&h, &store, runtime, &target, serde_json::Value::Null)
-    })
-    .await
-    .map_err(|e| PageError::Api(ApiError::internal(&e)))?;
+    let outcome =
+        crate::plugin_run::run_now(h, s.store.clone(), name.clone(), serde_json::Value::Null).await;
     tracing::info!(user = %user.name, plugin = %name, ok = outcome.is_ok(), "ran plugin by hand");
     let message = match outcome {
         Ok(_) => format!("Ran {name}: see its last run below"),
