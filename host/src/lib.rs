@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod agent_api;
 pub mod agent_client;
 pub mod cli;
 pub mod config;

@@ -84,14 +84,7 @@ pub fn open_guard(node: &str, secrets: Secrets, data_dir: &Path) -> Result<Guard
     Ok(Arc::new(ReplayGuard::new(secrets, node, nonces)))
 }
 
-/// What `GET /v1/health` answers.
-#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Health {
-    pub version: String,
-    pub uptime_seconds: u64,
-    /// 1, 5 and 15 minute load averages; zeros where /proc/loadavg cannot be read.
-    pub load_average: [f64; 3],
-}
+pub use crate::agent_api::Health;
 
 /// The agent's routes, all behind the signature check. Generic over where nonces are kept so
 /// the benchmark can show what the durable record costs; the agent uses [`AgentNonces`].
@@ -121,6 +114,7 @@ pub async fn health(started: Instant) -> Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: started.elapsed().as_secs(),
         load_average: avg,
+        interfaces: Vec::new(),
     }
 }
 
