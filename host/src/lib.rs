@@ -18,6 +18,7 @@ pub mod agent_api;
 pub mod agent_client;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod ipam;
 pub mod metrics;
 pub mod ping;

@@ -1,0 +1,1 @@
+//! Polling the health of every enabled node (filled in by the nodes slice).
