@@ -31,6 +31,7 @@ pub mod server;
 pub mod store;
 pub mod syncs;
 pub mod web;
+pub mod wgquick;
 
 #[cfg(test)]
 mod tidy;
