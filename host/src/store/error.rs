@@ -70,6 +70,11 @@ pub enum StoreError {
     TokenNameTaken(String),
     #[error("user name {0:?} is already taken")]
     UserNameTaken(String),
+    #[error("peer name {0:?} is already taken")]
+    PeerNameTaken(String),
+    /// WireGuard tells peers apart by key: two peers cannot share one.
+    #[error("public key {key} is already used by peer {peer:?}")]
+    PeerKeyTaken { key: String, peer: String },
     #[error("{0}")]
     Invalid(String),
     #[error("cursor {0:?} is not one this API gave")]

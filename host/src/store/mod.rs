@@ -14,6 +14,7 @@ mod devices;
 mod error;
 mod listing;
 mod notes;
+mod peers;
 mod plugin_runs;
 mod pools;
 mod records;
@@ -28,6 +29,7 @@ pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
 pub use notes::MAX_NOTE;
+pub use peers::{MAX_PEER_NAME, NewPeer, Peer, peer_owner, valid_peer_name};
 pub use plugin_runs::{KEEP_RUNS, NewRun, PluginRun, RunOutcome, Trigger, WeftChanges};
 pub use pools::{Pool, PoolSpec, PoolStats};
 pub use records::{AddressPatch, AllocationRequest, Event, ImportRow, RecentEvent};
@@ -105,6 +107,9 @@ tables! {
     users: USERS<&'static str, &'static [u8]>,
     sessions: SESSIONS<&'static [u8], &'static [u8]>,
     plugin_runs: PLUGIN_RUNS<(&'static str, u64), &'static [u8]>,
+    peers: PEERS<&'static str, &'static [u8]>,
+    peer_keys: PEER_KEYS<&'static [u8], &'static str>,
+    peers_by_node: PEERS_BY_NODE<(&'static str, &'static str), ()>,
 }
 
 /// A consistent snapshot to read from.

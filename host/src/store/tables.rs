@@ -58,3 +58,9 @@ pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// (plugin name, run id) -> `PluginRun` (JSON): the latest runs of each sync plugin.
 pub const PLUGIN_RUNS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("plugin_runs");
+/// peer name -> `Peer` (JSON: node, address, public key; never a private key).
+pub const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+/// a peer's public key (32 bytes) -> peer name: one peer per key.
+pub const PEER_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("peer_keys");
+/// (node name, peer name): a node's peers, and how many.
+pub const PEERS_BY_NODE: TableDefinition<(&str, &str), ()> = TableDefinition::new("peers_by_node");

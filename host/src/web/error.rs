@@ -115,6 +115,8 @@ impl From<StoreError> for ApiError {
             E::BadCursor(_) => (S::BAD_REQUEST, "malformed"),
             E::PoolNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::TokenNameTaken(_) | E::UserNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::PeerNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::PeerKeyTaken { .. } => (S::CONFLICT, "key_taken"),
             E::PoolOverlap { .. } => (S::CONFLICT, "pool_overlap"),
             E::PoolInUse { .. } => (S::CONFLICT, "pool_in_use"),
             E::Exhausted(_) => (S::CONFLICT, "exhausted"),
