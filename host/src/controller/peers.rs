@@ -40,6 +40,21 @@ pub struct PeerNode {
     pub agent: AgentClient,
 }
 
+/// Where peers find the registry's nodes, each with a client for its agent. `weft serve`
+/// reads the node registry; tests give nodes of their own.
+pub trait NodeSource: Send + Sync {
+    fn nodes(&self) -> Result<Vec<PeerNode>, PeerError>;
+}
+
+/// A source without nodes: every placement fails with "no node is registered".
+pub struct NoNodes;
+
+impl NodeSource for NoNodes {
+    fn nodes(&self) -> Result<Vec<PeerNode>, PeerError> {
+        Ok(Vec::new())
+    }
+}
+
 /// Where a new peer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
@@ -219,7 +234,7 @@ pub enum PeerError {
     RollbackFailed {
         node: String,
         failure: AgentFailure,
-        rollback: StoreError,
+        rollback: Box<StoreError>,
     },
     /// Deleting: the agent could not confirm the peer is gone.
     #[error(
@@ -424,7 +439,7 @@ impl Peers {
                 PeerError::RollbackFailed {
                     node: node.to_string(),
                     failure,
-                    rollback,
+                    rollback: Box::new(rollback),
                 }
             }
         }

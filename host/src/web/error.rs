@@ -168,6 +168,36 @@ impl From<crate::plugin_run::RunError> for ApiError {
     }
 }
 
+impl From<crate::controller::peers::PeerError> for ApiError {
+    fn from(e: crate::controller::peers::PeerError) -> Self {
+        use crate::controller::peers::PeerError as P;
+        use StatusCode as S;
+        let e = match e {
+            P::Store(store) => return store.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            // Answered above, by the store's own mapping.
+            P::Store(_) => return ApiError::internal(&e),
+            P::BadName(_) => (S::UNPROCESSABLE_ENTITY, "invalid"),
+            P::UnknownNode(_) => (S::UNPROCESSABLE_ENTITY, "unknown_node"),
+            P::NodeDisabled(_) => (S::CONFLICT, "node_disabled"),
+            P::NodeFull { .. } => (S::CONFLICT, "node_full"),
+            P::NoEligibleNode(_) => (S::CONFLICT, "no_eligible_node"),
+            // The node's agent failed, not the caller: weft is the gateway to it.
+            P::Agent { .. } | P::DeleteRefused { .. } => (S::BAD_GATEWAY, "agent_failed"),
+            P::RollbackFailed { .. } => {
+                tracing::error!(error = %e, "peer rollback failed");
+                (S::BAD_GATEWAY, "agent_failed")
+            }
+            // The node's registered endpoint cannot go into a client's file.
+            P::Config { .. } => (S::CONFLICT, "node_misconfigured"),
+            P::KeyGen(_) | P::Placement(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -15,6 +15,7 @@ mod auth;
 mod csv_io;
 mod error;
 mod pages;
+mod peers;
 mod plugins;
 mod pools;
 mod session;
@@ -59,6 +60,10 @@ pub struct AppState {
     /// The plugin host; none where weft runs without plugins (tests, a host that failed to
     /// start).
     pub plugins: Option<Arc<crate::plugins::PluginHost>>,
+    /// How `auto` chooses the node of a new peer.
+    pub placement: crate::placement::Strategy,
+    /// The nodes peers are placed on.
+    pub peer_nodes: Arc<dyn crate::controller::peers::NodeSource>,
 }
 
 impl AppState {
@@ -72,6 +77,8 @@ impl AppState {
             setup: Arc::default(),
             counts: Arc::default(),
             plugins: None,
+            placement: crate::placement::Strategy::LeastLoaded,
+            peer_nodes: Arc::new(crate::controller::peers::NoNodes),
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -133,6 +140,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(pools::router())
         .merge(addresses::router())
         .merge(plugins::router())
+        .merge(peers::router())
         .split_for_parts()
 }
 
