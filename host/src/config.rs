@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub secure_cookies: Option<bool>,
     /// Another folder of plugins, besides DATA_DIR/plugins.
     pub plugins_dir: Option<PathBuf>,
+    /// The node-selector plugin that places `auto` peers (default: the built-in
+    /// `least-loaded`, which is also the fallback when the plugin fails).
+    pub placement_plugin: Option<String>,
     /// The ping-check plugin that checks addresses (default: the built-in ICMP check).
     pub ping_plugin: Option<String>,
     /// Seconds between ping sweeps; 0 turns them off.
@@ -68,6 +71,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Another folder of plugins, besides [`Config::plugins_dirs`]'s DATA_DIR/plugins.
     pub plugins_dir: Option<PathBuf>,
+    /// How `auto` chooses the node of a new peer.
+    pub placement: crate::placement::Strategy,
     /// The ping-check plugin that sets addresses' `active` flag; none: the built-in ICMP
     /// check.
     pub ping_plugin: Option<String>,
@@ -92,6 +97,10 @@ impl Config {
             }),
             secure_cookies: file.secure_cookies.unwrap_or(false),
             plugins_dir: file.plugins_dir,
+            placement: match file.placement_plugin {
+                Some(name) => crate::placement::Strategy::Plugin(name),
+                None => crate::placement::Strategy::LeastLoaded,
+            },
             ping_plugin: file.ping_plugin,
             ping_interval: match file.ping_interval_secs {
                 None => Some(DEFAULT_PING_INTERVAL),
@@ -148,6 +157,18 @@ mod tests {
         assert!(!c.secure_cookies);
         let file: FileConfig = toml::from_str("secure_cookies = true").unwrap();
         assert!(Config::resolve(None, None, file).secure_cookies);
+    }
+
+    #[test]
+    fn peers_are_placed_by_least_loaded_unless_a_plugin_is_named() {
+        use crate::placement::Strategy;
+        let c = Config::resolve(None, None, FileConfig::default());
+        assert_eq!(c.placement, Strategy::LeastLoaded);
+        let file: FileConfig = toml::from_str("placement_plugin = \"by-region\"").unwrap();
+        assert_eq!(
+            Config::resolve(None, None, file).placement,
+            Strategy::Plugin("by-region".into())
+        );
     }
 
     #[test]

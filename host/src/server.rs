@@ -111,6 +111,7 @@ pub async fn serve(
     let mut state = AppState::new(store.clone());
     state.secure_cookies = config.secure_cookies;
     state.plugins = plugins.clone();
+    state.placement = config.placement.clone();
     let no_tokens = store
         .read(|r| r.tokens().map(|t| t.is_empty()))
         .unwrap_or(false);

@@ -106,3 +106,22 @@ fn plugins_know_nothing_of_the_store_or_http() {
         "the plugin host is reached through its own API; what a plugin may touch in IPAM goes through grants",
     );
 }
+
+#[test]
+fn the_wg_quick_file_is_made_without_io() {
+    let text = std::fs::read_to_string(src().join("wgquick.rs")).unwrap_or_default();
+    assert!(!text.is_empty());
+    assert_none(
+        &[("wgquick.rs".into(), text)],
+        &[
+            "tokio::",
+            "std::fs",
+            "std::net::Tcp",
+            "tracing::",
+            "crate::store",
+            "crate::web",
+            "reqwest",
+        ],
+        "wgquick is plain text making: the controller does the I/O around it",
+    );
+}

@@ -327,6 +327,30 @@ fn routes() -> Vec<Route> {
             Body::None,
             S::NO_CONTENT,
         ),
+        // No node is registered here: creating a peer is refused, and there is none to see.
+        // The peers API with nodes and agents is tested in the router's own tests.
+        r(M::GET, "/api/v1/peers", "/api/v1/peers", Body::None, S::OK),
+        r(
+            M::POST,
+            "/api/v1/peers",
+            "/api/v1/peers",
+            Body::Json(json!({"name": "p1", "node": "auto"})),
+            S::CONFLICT,
+        ),
+        r(
+            M::GET,
+            "/api/v1/peers/{name}",
+            "/api/v1/peers/p1",
+            Body::None,
+            S::NOT_FOUND,
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/peers/{name}",
+            "/api/v1/peers/p1",
+            Body::None,
+            S::NOT_FOUND,
+        ),
     ]
 }
 
