@@ -84,8 +84,8 @@ pub struct CreatePeer {
     pub dns: Vec<std::net::IpAddr>,
 }
 
-/// What creating a peer gives back, once.
-#[derive(Debug)]
+/// What creating a peer gives back, once. Its `Debug` leaves out the file and QR code,
+/// which hold the private key.
 pub struct Created {
     pub peer: Peer,
     /// Only when weft generated the keypair. Not stored anywhere.
@@ -96,6 +96,18 @@ pub struct Created {
     pub qr_svg: Option<String>,
     /// Set when a placement plugin failed and `least-loaded` chose instead.
     pub placement_fallback: Option<String>,
+}
+
+impl fmt::Debug for Created {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Created")
+            .field("peer", &self.peer)
+            .field("private_key", &self.private_key)
+            .field("config", &"<redacted>")
+            .field("qr_svg", &self.qr_svg.as_ref().map(|_| "<redacted>"))
+            .field("placement_fallback", &self.placement_fallback)
+            .finish()
+    }
 }
 
 /// What the controller needs around peers.
@@ -590,5 +602,55 @@ async fn remove_peer(agent: &AgentClient, key: &PublicKey) -> Result<(), AgentFa
     match answer.status {
         200..300 | 404 => Ok(()),
         _ => Err(refusal(&answer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_peer_shows_no_private_key_in_debug() {
+        let key = PrivateKey::from_bytes([3; 32]);
+        let secret = key.to_base64();
+        let created = Created {
+            peer: Peer {
+                id: 1,
+                name: "laptop".into(),
+                node: "node-a".into(),
+                address: "10.8.0.2".parse().unwrap(),
+                public_key: key.public_key(),
+                created: jiff::Timestamp::UNIX_EPOCH,
+                created_by: "t".into(),
+            },
+            config: format!("[Interface]\nPrivateKey = {secret}\n"),
+            qr_svg: Some("<svg/>".into()),
+            private_key: Some(key),
+            placement_fallback: None,
+        };
+        let shown = format!("{created:?}");
+        assert!(!shown.contains(&secret), "{shown}");
+        assert!(shown.contains("laptop"));
+    }
+
+    #[test]
+    fn agent_failures_say_what_happened() {
+        let f = AgentFailure::Refused {
+            status: 401,
+            message: "bad_signature".into(),
+        };
+        let e = PeerError::Agent {
+            node: "node-a".into(),
+            failure: f,
+        };
+        assert_eq!(
+            e.to_string(),
+            "node \"node-a\": agent refused the request (401: bad_signature); the peer was not created and its address was released"
+        );
+        assert_eq!(Placement::parse("auto"), Placement::Auto);
+        assert_eq!(
+            Placement::parse("node-a"),
+            Placement::Named("node-a".into())
+        );
     }
 }
