@@ -37,6 +37,8 @@ struct AgentState {
     interface: Option<InterfaceSpec>,
     peers: BTreeMap<PublicKey, PeerSpec>,
     deletes: usize,
+    /// Refuse `POST /v1/peers` as a full node would.
+    refuse_peers: bool,
 }
 
 type Shared = Arc<Mutex<AgentState>>;
@@ -60,12 +62,17 @@ async fn put_interface(
     })
 }
 
-async fn add_peer(
-    State(st): State<Shared>,
-    body: axum::body::Bytes,
-) -> (StatusCode, axum::Json<PeerDump>) {
+async fn add_peer(State(st): State<Shared>, body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let spec: PeerSpec = serde_json::from_slice(&body).unwrap();
     let mut st = st.lock().unwrap();
+    if st.refuse_peers {
+        let body = crate::agent_api::AgentErrorBody {
+            error: "too_many_peers".into(),
+            message: "the interface holds its maximum of peers".into(),
+        };
+        return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+    }
     st.peers.insert(spec.public_key, spec.clone());
     (
         StatusCode::CREATED,
@@ -79,6 +86,7 @@ async fn add_peer(
             persistent_keepalive: spec.persistent_keepalive,
         }),
     )
+        .into_response()
 }
 
 async fn remove_peer(State(st): State<Shared>, Path(hex): Path<String>) -> StatusCode {
@@ -476,6 +484,20 @@ async fn an_agent_with_another_secret_rolls_the_peer_back() {
     let f = Fixture::new(vec![node("node-a", url, "a", "peers-a", true)]).await;
     assert_rolled_back(&f, "node-a", "refused").await;
     assert!(agent_state.lock().unwrap().interface.is_none());
+}
+
+#[tokio::test]
+async fn a_refusal_after_the_interface_is_up_rolls_the_peer_back_with_the_agents_reason() {
+    let (url, agent_state) = agent("node-a", "a").await;
+    agent_state.lock().unwrap().refuse_peers = true;
+    let f = Fixture::new(vec![node("node-a", url, "a", "peers-a", true)]).await;
+    assert_rolled_back(
+        &f,
+        "node-a",
+        "409: too_many_peers: the interface holds its maximum",
+    )
+    .await;
+    assert!(agent_state.lock().unwrap().interface.is_some());
 }
 
 #[tokio::test]
