@@ -288,7 +288,8 @@ impl Peers {
             }
             // A named node is tried even when the last poll found it offline: the agent
             // call says for sure, and the rollback undoes the allocation if it is down.
-            if node.max_peers > 0 && active(node) >= node.max_peers {
+            // As `least-loaded` counts it: a node with `max_peers` 0 takes none.
+            if active(node) >= node.max_peers {
                 return Err(PeerError::NodeFull {
                     node: name.clone(),
                     active: active(node),

@@ -539,6 +539,10 @@ async fn auto_without_an_eligible_node_says_why() {
         "{answer}"
     );
 
+    let (status, answer) = f.create(json!({"name": "laptop", "node": "node-a"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "node_full");
+
     *f.nodes.0.lock().unwrap() = vec![disabled];
     let (_, answer) = f.create(json!({"name": "laptop"})).await;
     assert!(
