@@ -5,3 +5,4 @@
 pub mod health;
 pub mod nodes;
 pub mod peers;
+pub mod wg_stats;

@@ -64,6 +64,8 @@ pub struct AppState {
     pub placement: crate::placement::Strategy,
     /// The nodes peers are placed on.
     pub peer_nodes: Arc<dyn crate::controller::peers::NodeSource>,
+    /// What the last poll of each node saw of its peers (handshake, transfer).
+    pub peer_stats: crate::controller::wg_stats::WgSeen,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             plugins: None,
             placement: crate::placement::Strategy::LeastLoaded,
             peer_nodes: Arc::new(crate::controller::peers::NoNodes),
+            peer_stats: Default::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),

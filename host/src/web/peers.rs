@@ -215,4 +215,4 @@ async fn delete_peer(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

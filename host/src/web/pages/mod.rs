@@ -8,6 +8,7 @@
 mod addresses;
 mod dashboard;
 mod login;
+pub mod peers;
 mod plugins;
 mod pools;
 mod setup;
@@ -30,6 +31,7 @@ const CSS: &str = concat!(
     include_str!("pools.css"),
     include_str!("addresses.css"),
     include_str!("plugins.css"),
+    include_str!("peers.css"),
 );
 /// Bumped with each release, so the year-long cache never serves an old stylesheet.
 const CSS_URL: &str = concat!("/static/weft.css?v=", env!("CARGO_PKG_VERSION"));
@@ -43,6 +45,7 @@ pub fn router() -> Router<AppState> {
         .merge(pools::router())
         .merge(addresses::router())
         .merge(plugins::router())
+        .merge(peers::router())
 }
 
 async fn css() -> Response {
@@ -141,6 +144,20 @@ pub fn compact(n: &u64) -> String {
         n.to_string()
     } else {
         format!("{:.2e}", *n as f64)
+    }
+}
+
+/// How long ago `secs` seconds was, in the largest unit that fits: "12 s ago", "3 min ago",
+/// "5 h ago", "2 days ago"; "just now" under a second, "in the future" for a clock ahead.
+pub fn relative(secs: i64) -> String {
+    match secs {
+        s if s < 0 => "in the future".into(),
+        0 => "just now".into(),
+        s if s < 60 => format!("{s} s ago"),
+        s if s < 3600 => format!("{} min ago", s / 60),
+        s if s < 86_400 => format!("{} h ago", s / 3600),
+        s if s < 2 * 86_400 => "1 day ago".into(),
+        s => format!("{} days ago", s / 86_400),
     }
 }
 

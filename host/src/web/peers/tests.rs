@@ -33,7 +33,7 @@ fn secret(s: &str) -> Secret {
 
 /// What a test agent holds: its interface and its peers, by key.
 #[derive(Default)]
-struct AgentState {
+pub(crate) struct AgentState {
     interface: Option<InterfaceSpec>,
     peers: BTreeMap<PublicKey, PeerSpec>,
     deletes: usize,
@@ -110,7 +110,7 @@ async fn serve(app: Router) -> url::Url {
 }
 
 /// An agent for `node` that verifies requests signed with `key` and signs its answers.
-async fn agent(node: &str, key: &str) -> (url::Url, Shared) {
+pub(crate) async fn agent(node: &str, key: &str) -> (url::Url, Shared) {
     let guard = Arc::new(ReplayGuard::new(
         Secrets::one(secret(key)),
         node,
@@ -149,14 +149,14 @@ async fn forger(node: &str) -> url::Url {
 }
 
 /// A loopback port with nothing listening.
-async fn closed_port() -> url::Url {
+pub(crate) async fn closed_port() -> url::Url {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
     format!("http://{addr}/").parse().unwrap()
 }
 
-struct TestNodes(Mutex<Vec<PeerNode>>);
+pub(crate) struct TestNodes(pub(crate) Mutex<Vec<PeerNode>>);
 
 impl NodeSource for TestNodes {
     fn nodes(&self) -> Result<Vec<PeerNode>, PeerError> {
@@ -165,7 +165,7 @@ impl NodeSource for TestNodes {
 }
 
 /// A node whose agent is at `url`, signed for with `key`, drawing from `pool`.
-fn node(name: &str, url: url::Url, key: &str, pool: &str, online: bool) -> PeerNode {
+pub(crate) fn node(name: &str, url: url::Url, key: &str, pool: &str, online: bool) -> PeerNode {
     let client = AgentClient::new(
         url,
         name,
