@@ -662,3 +662,15 @@ async fn no_private_key_reaches_the_database_file_or_the_api() {
         assert!(contains(&db, &public_raw) || contains(&db, public.as_bytes()));
     }
 }
+
+#[tokio::test]
+async fn a_failed_placement_plugin_falls_back_to_least_loaded_and_says_so() {
+    let (url, _) = agent("node-a", "a").await;
+    let mut f = Fixture::new(vec![node("node-a", url, "a", "peers-a", true)]).await;
+    f.state.placement = crate::placement::Strategy::Plugin("by-region".into());
+    let (status, body) = f.create(json!({"name": "laptop"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["peer"]["node"], "node-a");
+    let why = body["placement_fallback"].as_str().unwrap();
+    assert!(why.contains("by-region"), "{why}");
+}
