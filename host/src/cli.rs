@@ -148,6 +148,12 @@ pub struct ServeArgs {
     /// [default: 60]
     #[arg(long, env = "WEFT_PING_INTERVAL")]
     pub ping_interval: Option<u64>,
+    /// Seconds between health polls of every enabled node; 0 turns them off [default: 60]
+    #[arg(long, env = "WEFT_HEALTH_INTERVAL")]
+    pub health_interval: Option<u64>,
+    /// Seconds one call to a node's agent may take [default: 5]
+    #[arg(long, env = "WEFT_HEALTH_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub health_timeout: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

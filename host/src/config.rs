@@ -11,6 +11,10 @@ pub const DEFAULT_DATA_DIR: &str = "./weft-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How often allocated and reserved addresses are pinged, when nothing says otherwise.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often every enabled node's agent is asked for its health.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(60);
+/// How long one call to an agent may take.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a config file may hold (TOML). Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +33,10 @@ pub struct FileConfig {
     pub ping_plugin: Option<String>,
     /// Seconds between ping sweeps; 0 turns them off.
     pub ping_interval_secs: Option<u64>,
+    /// Seconds between health polls of the nodes; 0 turns them off.
+    pub health_interval_secs: Option<u64>,
+    /// Seconds one call to an agent may take.
+    pub health_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +86,10 @@ pub struct Config {
     pub ping_plugin: Option<String>,
     /// Time between ping sweeps; none: no sweeps.
     pub ping_interval: Option<Duration>,
+    /// Time between health polls of the nodes; none: no polls.
+    pub health_interval: Option<Duration>,
+    /// How long one call to an agent may take (polls, tests, peers).
+    pub agent_timeout: Duration,
 }
 
 impl Config {
@@ -106,6 +118,15 @@ impl Config {
                 None => Some(DEFAULT_PING_INTERVAL),
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
+            },
+            health_interval: match file.health_interval_secs {
+                None => Some(DEFAULT_HEALTH_INTERVAL),
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
+            agent_timeout: match file.health_timeout_secs {
+                None | Some(0) => DEFAULT_HEALTH_TIMEOUT,
+                Some(secs) => Duration::from_secs(secs),
             },
         }
     }

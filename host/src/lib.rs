@@ -27,6 +27,7 @@ pub mod plugin_run;
 pub mod plugins;
 pub mod probe;
 pub mod protocol;
+pub mod secretbox;
 pub mod server;
 pub mod store;
 pub mod syncs;

@@ -53,6 +53,12 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(secs) = args.ping_interval {
                 config.ping_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
             }
+            if let Some(secs) = args.health_interval {
+                config.health_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            if let Some(secs) = args.health_timeout {
+                config.agent_timeout = std::time::Duration::from_secs(secs);
+            }
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             rt.block_on(weft::server::serve(config, weft::server::shutdown_signal()))
                 .map_err(|e| e.to_string())

@@ -29,6 +29,8 @@ pub enum ServeError {
     Admin(std::io::Error),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("node secrets: {0}")]
+    Secrets(#[from] crate::secretbox::SecretBoxError),
 }
 
 /// Opens the data dir and database, creating them on first start.
@@ -108,7 +110,26 @@ pub async fn serve(
             stopped(),
         )));
     }
+    // Node secrets are sealed under a key file beside the database.
+    let secrets = crate::secretbox::SecretBox::open_or_create(&config.data_dir)?;
+    let registry = crate::controller::nodes::Registry {
+        store: store.clone(),
+        secrets,
+        timeout: config.agent_timeout,
+    };
+    let peer_stats = crate::controller::wg_stats::WgSeen::default();
+    if let Some(interval) = config.health_interval {
+        background.push(tokio::spawn(crate::controller::health::run_scheduler(
+            registry.clone(),
+            peer_stats.clone(),
+            interval,
+            stopped(),
+        )));
+    }
     let mut state = AppState::new(store.clone());
+    state.peer_nodes = std::sync::Arc::new(registry.clone());
+    state.nodes = Some(registry);
+    state.peer_stats = peer_stats;
     state.secure_cookies = config.secure_cookies;
     state.plugins = plugins.clone();
     state.placement = config.placement.clone();

@@ -327,6 +327,59 @@ fn routes() -> Vec<Route> {
             Body::None,
             S::NO_CONTENT,
         ),
+        r(
+            M::GET,
+            "/api/v1/overlay",
+            "/api/v1/overlay",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::PUT,
+            "/api/v1/overlay",
+            "/api/v1/overlay",
+            Body::Json(json!({"pool": "lan"})),
+            S::OK,
+        ),
+        r(M::GET, "/api/v1/nodes", "/api/v1/nodes", Body::None, S::OK),
+        // An agent URL where nothing answers: the test call says so, and the node is
+        // deleted again before the peers below.
+        r(
+            M::POST,
+            "/api/v1/nodes",
+            "/api/v1/nodes",
+            Body::Json(json!({"name": "n1", "agent_url": "http://127.0.0.1:9/",
+                "endpoint_host": "n1.example.net", "peer_pool": "lan"})),
+            S::CREATED,
+        ),
+        r(
+            M::GET,
+            "/api/v1/nodes/{name}",
+            "/api/v1/nodes/n1",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/nodes/{name}",
+            "/api/v1/nodes/n1",
+            Body::Json(json!({"weight": 2})),
+            S::OK,
+        ),
+        r(
+            M::POST,
+            "/api/v1/nodes/{name}/test",
+            "/api/v1/nodes/n1/test",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/nodes/{name}",
+            "/api/v1/nodes/n1",
+            Body::None,
+            S::NO_CONTENT,
+        ),
         // No node is registered here: creating a peer is refused, and there is none to see.
         // The peers API with nodes and agents is tested in the router's own tests.
         r(M::GET, "/api/v1/peers", "/api/v1/peers", Body::None, S::OK),

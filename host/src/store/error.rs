@@ -72,6 +72,11 @@ pub enum StoreError {
     UserNameTaken(String),
     #[error("peer name {0:?} is already taken")]
     PeerNameTaken(String),
+    #[error("node name {0:?} is already taken")]
+    NodeNameTaken(String),
+    /// A node's peers hold addresses of its pool and keys on its agent.
+    #[error("node {node:?} still has {peers} peers: delete them first")]
+    NodeHasPeers { node: String, peers: u32 },
     /// WireGuard tells peers apart by key: two peers cannot share one.
     #[error("public key {key} is already used by peer {peer:?}")]
     PeerKeyTaken { key: String, peer: String },

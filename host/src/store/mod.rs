@@ -13,6 +13,7 @@ mod crash_tests;
 mod devices;
 mod error;
 mod listing;
+mod nodes;
 mod notes;
 mod peers;
 mod plugin_runs;
@@ -28,6 +29,9 @@ mod users;
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
+pub use nodes::{
+    MAX_LABELS, Node, NodePatch, NodeSpec, NodeStatus, Observation, SealedSecret, node_owner,
+};
 pub use notes::MAX_NOTE;
 pub use peers::{MAX_PEER_NAME, NewPeer, Peer, peer_owner, valid_peer_name};
 pub use plugin_runs::{KEEP_RUNS, NewRun, PluginRun, RunOutcome, Trigger, WeftChanges};
@@ -110,6 +114,7 @@ tables! {
     peers: PEERS<&'static str, &'static [u8]>,
     peer_keys: PEER_KEYS<&'static [u8], &'static str>,
     peers_by_node: PEERS_BY_NODE<(&'static str, &'static str), ()>,
+    nodes: NODES<&'static str, &'static [u8]>,
 }
 
 /// A consistent snapshot to read from.
@@ -335,8 +340,9 @@ fn migrate(db: &Database) -> Result<()> {
             }
             Some(v) => {
                 // Each step runs in this transaction, with the version bump: all or nothing.
-                // Version 5 (plugin_runs) needs no step: `WriteTables::open` above created
-                // the table, and an older file has no runs to carry over.
+                // Versions 5 (plugin_runs) and 6 (peers, nodes) need no step:
+                // `WriteTables::open` above created their tables, and an older file has
+                // nothing to carry over into them.
                 if v < 4 {
                     backfill_events(&mut t)?;
                 }

@@ -14,7 +14,7 @@ use redb::TableDefinition;
 /// empty and are created on open, so an older file needs no migration). 4: adds `events`
 /// (back-filled from `history`: an empty one would hide the older changes). 5: adds
 /// `plugin_runs` (starts empty).
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`,
 /// `"next_plugin_run_id"`.
@@ -64,3 +64,5 @@ pub const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 pub const PEER_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("peer_keys");
 /// (node name, peer name): a node's peers, and how many.
 pub const PEERS_BY_NODE: TableDefinition<(&str, &str), ()> = TableDefinition::new("peers_by_node");
+/// node name -> `Node` (JSON; its shared secret only sealed, see `secretbox`).
+pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");

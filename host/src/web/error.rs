@@ -115,7 +115,8 @@ impl From<StoreError> for ApiError {
             E::BadCursor(_) => (S::BAD_REQUEST, "malformed"),
             E::PoolNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::TokenNameTaken(_) | E::UserNameTaken(_) => (S::CONFLICT, "name_taken"),
-            E::PeerNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::PeerNameTaken(_) | E::NodeNameTaken(_) => (S::CONFLICT, "name_taken"),
+            E::NodeHasPeers { .. } => (S::CONFLICT, "node_has_peers"),
             E::PeerKeyTaken { .. } => (S::CONFLICT, "key_taken"),
             E::PoolOverlap { .. } => (S::CONFLICT, "pool_overlap"),
             E::PoolInUse { .. } => (S::CONFLICT, "pool_in_use"),
@@ -320,5 +321,16 @@ impl IntoResponse for PageError {
             PageError::Api(e) => (e.status, e.message),
         };
         (status, super::pages::error_page(status, &message)).into_response()
+    }
+}
+
+impl From<crate::controller::nodes::NodeError> for ApiError {
+    fn from(e: crate::controller::nodes::NodeError) -> Self {
+        use crate::controller::nodes::NodeError as N;
+        match e {
+            N::Store(store) => store.into(),
+            // A sealed secret that does not open is our data dir's fault, not the caller's.
+            N::Secret(_) | N::BadSecret(_) | N::Client { .. } => ApiError::internal(&e),
+        }
     }
 }

@@ -14,6 +14,7 @@ mod addresses;
 mod auth;
 mod csv_io;
 mod error;
+mod nodes;
 mod pages;
 mod peers;
 mod plugins;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub placement: crate::placement::Strategy,
     /// The nodes peers are placed on.
     pub peer_nodes: Arc<dyn crate::controller::peers::NodeSource>,
+    /// The node registry; none where weft runs without a data dir (some tests).
+    pub nodes: Option<crate::controller::nodes::Registry>,
     /// What the last poll of each node saw of its peers (handshake, transfer).
     pub peer_stats: crate::controller::wg_stats::WgSeen,
 }
@@ -82,6 +85,7 @@ impl AppState {
             placement: crate::placement::Strategy::LeastLoaded,
             peer_nodes: Arc::new(crate::controller::peers::NoNodes),
             peer_stats: Default::default(),
+            nodes: None,
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -143,6 +147,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(pools::router())
         .merge(addresses::router())
         .merge(plugins::router())
+        .merge(nodes::router())
         .merge(peers::router())
         .split_for_parts()
 }

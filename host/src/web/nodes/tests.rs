@@ -1,0 +1,429 @@
+//! The nodes API through the whole router, with real agents (`agent::router`, the signed
+//! protocol, nonces in memory) on loopback ports: registration shows the secret once and
+//! stores it only sealed, the overlay address comes and goes with the node, a connection
+//! test and a health round mark nodes online or offline, and every route states its access.
+
+use crate::agent_api::Health;
+use crate::controller::nodes::Registry;
+use crate::controller::wg_stats::WgSeen;
+use crate::ipam::Status;
+use crate::protocol::{MemoryNonces, ReplayGuard, Secret, Secrets};
+use crate::secretbox::SecretBox;
+use crate::store::{NodeStatus, PoolSpec, Store};
+use crate::web::{AppState, router};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret-token-0123456789";
+const VIEWER: &str = "viewer-secret-token-0123456789";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    state: AppState,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        for (name, cidr) in [("peers-a", "10.8.0.0/24"), ("overlay", "100.64.0.0/24")] {
+            let spec = PoolSpec {
+                name: name.into(),
+                cidr: cidr.parse().unwrap(),
+                description: None,
+                reserve_gateway: true,
+                static_ranges: vec![],
+            };
+            store
+                .write(move |w| w.create_pool(&spec, "test"))
+                .await
+                .unwrap();
+        }
+        store
+            .write(|w| w.create_token("admin", ADMIN, false))
+            .await
+            .unwrap();
+        store
+            .write(|w| w.create_token("viewer", VIEWER, true))
+            .await
+            .unwrap();
+        let registry = Registry {
+            store: store.clone(),
+            secrets: SecretBox::open_or_create(dir.path()).unwrap(),
+            timeout: Duration::from_secs(2),
+        };
+        let mut state = AppState::new(store);
+        state.peer_nodes = Arc::new(registry.clone());
+        state.nodes = Some(registry);
+        Fixture { dir, state }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, uri, Some(ADMIN), body).await
+    }
+
+    fn registry(&self) -> &Registry {
+        self.state.nodes.as_ref().unwrap()
+    }
+}
+
+fn request(name: &str, agent_url: &str) -> Value {
+    json!({
+        "name": name,
+        "agent_url": agent_url,
+        "endpoint_host": format!("{name}.example.net"),
+        "peer_pool": "peers-a",
+        "labels": {"region": "eu-west"},
+    })
+}
+
+/// A real agent router for `node`, keyed with the secret registration gave, on a loopback
+/// port. The server ends with the test's runtime.
+async fn agent(node: &str, secret: &str) -> String {
+    let guard = Arc::new(ReplayGuard::new(
+        Secrets::one(Secret::from_file_contents(secret.as_bytes()).unwrap()),
+        node,
+        MemoryNonces::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, crate::agent::router(guard)).await });
+    format!("http://{addr}/")
+}
+
+/// A loopback URL where nothing listens.
+fn closed_port() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/")
+}
+
+#[tokio::test]
+async fn every_route_needs_a_token_and_writes_need_a_write_token() {
+    let f = Fixture::new().await;
+    let (status, _) = f
+        .admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let routes = [
+        ("GET", "/api/v1/nodes"),
+        ("GET", "/api/v1/nodes/n1"),
+        ("POST", "/api/v1/nodes"),
+        ("PATCH", "/api/v1/nodes/n1"),
+        ("POST", "/api/v1/nodes/n1/test"),
+        ("DELETE", "/api/v1/nodes/n1"),
+        ("GET", "/api/v1/overlay"),
+        ("PUT", "/api/v1/overlay"),
+    ];
+    for (method, uri) in routes {
+        let body = match (method, uri) {
+            ("POST", "/api/v1/nodes") => Some(request("n2", &closed_port())),
+            ("PATCH", _) => Some(json!({"weight": 2})),
+            ("PUT", _) => Some(json!({"pool": "overlay"})),
+            _ => None,
+        };
+        let (status, _) = f.call(method, uri, None, body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        let (status, _) = f.call(method, uri, Some(VIEWER), body).await;
+        let expected = if method == "GET" {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(status, expected, "{method} {uri} as a viewer");
+    }
+    let (_, list) = f.admin("GET", "/api/v1/nodes", None).await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "viewers changed nothing"
+    );
+    assert_eq!(list["items"][0]["weight"], 1);
+}
+
+#[tokio::test]
+async fn the_secret_is_shown_once_and_stored_only_sealed() {
+    let f = Fixture::new().await;
+    let (status, body) = f
+        .admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["secret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64);
+    assert!(
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    assert!(
+        body["agent_command"]
+            .as_str()
+            .unwrap()
+            .contains("--node-id n1")
+    );
+    assert_eq!(body["node"]["status"], "unknown");
+    assert_eq!(body["node"]["endpoint"], "n1.example.net:51820");
+    // Never again: not in the list, not in the node.
+    let (_, one) = f.admin("GET", "/api/v1/nodes/n1", None).await;
+    let (_, list) = f.admin("GET", "/api/v1/nodes", None).await;
+    for v in [&one, &list] {
+        assert!(!v.to_string().contains(&secret));
+    }
+    // Nor in the database file, as text or as the raw bytes it encodes.
+    f.state.store.write(|_| Ok(())).await.unwrap();
+    let db = std::fs::read(f.dir.path().join("db.redb")).unwrap();
+    let raw = hex::decode(&secret).unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    assert!(!db.windows(raw.len()).any(|w| w == raw.as_slice()));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_by_field_and_change_nothing() {
+    let f = Fixture::new().await;
+    let cases = [
+        (
+            json!({"name": "bad name"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            json!({"agent_url": "ftp://x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agent_url",
+        ),
+        (
+            json!({"endpoint_host": "a b"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "endpoint_host",
+        ),
+        (
+            json!({"listen_port": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "listen_port",
+        ),
+        (
+            json!({"max_peers": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_peers",
+        ),
+        (
+            json!({"weight": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weight",
+        ),
+        (
+            json!({"labels": {"a b": "x"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "labels",
+        ),
+        (json!({"peer_pool": "nope"}), StatusCode::NOT_FOUND, "nope"),
+    ];
+    for (change, status, says) in cases {
+        let mut body = request("n1", &closed_port());
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (got, answer) = f.admin("POST", "/api/v1/nodes", Some(body)).await;
+        assert_eq!(got, status, "{change}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{change}: {message}");
+    }
+    let (_, list) = f.admin("GET", "/api/v1/nodes", None).await;
+    assert!(list["items"].as_array().unwrap().is_empty());
+    f.admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    let (status, _) = f
+        .admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "the name is taken");
+    let (status, _) = f
+        .admin("PATCH", "/api/v1/nodes/n1", Some(json!({"name": "n2"})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the name is fixed"
+    );
+}
+
+#[tokio::test]
+async fn a_node_takes_its_overlay_address_and_gives_it_back_when_deleted() {
+    let f = Fixture::new().await;
+    let (status, _) = f
+        .admin("PUT", "/api/v1/overlay", Some(json!({"pool": "nope"})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, overlay) = f
+        .admin("PUT", "/api/v1/overlay", Some(json!({"pool": "overlay"})))
+        .await;
+    assert_eq!(
+        (status, &overlay["pool"]),
+        (StatusCode::OK, &json!("overlay"))
+    );
+    let (_, a) = f
+        .admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    let (_, b) = f
+        .admin("POST", "/api/v1/nodes", Some(request("n2", &closed_port())))
+        .await;
+    let ip_a: IpAddr = a["node"]["overlay_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ip_b: IpAddr = b["node"]["overlay_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(ip_a, ip_b);
+    let rec = f.state.store.read(|r| r.address(ip_a)).unwrap();
+    assert_eq!(rec.status, Status::Allocated);
+    assert_eq!(rec.owner.as_deref(), Some("node:n1"));
+    // Edits keep it.
+    let (_, edited) = f
+        .admin(
+            "PATCH",
+            "/api/v1/nodes/n1",
+            Some(json!({"max_peers": 10, "enabled": false})),
+        )
+        .await;
+    assert_eq!(edited["overlay_address"], a["node"]["overlay_address"]);
+    assert_eq!(edited["status"], "disabled");
+    let (status, _) = f.admin("DELETE", "/api/v1/nodes/n1", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let rec = f.state.store.read(|r| r.address(ip_a)).unwrap();
+    assert_eq!(rec.status, Status::Available);
+    let (status, _) = f.admin("DELETE", "/api/v1/nodes/n1", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_test_and_a_health_round_mark_nodes_online_or_offline() {
+    let f = Fixture::new().await;
+    let (_, live) = f
+        .admin(
+            "POST",
+            "/api/v1/nodes",
+            Some(request("live", "http://127.0.0.1:1/")),
+        )
+        .await;
+    let url = agent("live", live["secret"].as_str().unwrap()).await;
+    f.admin(
+        "PATCH",
+        "/api/v1/nodes/live",
+        Some(json!({"agent_url": url})),
+    )
+    .await;
+    f.admin(
+        "POST",
+        "/api/v1/nodes",
+        Some(request("dead", &closed_port())),
+    )
+    .await;
+    let (_, off) = f
+        .admin(
+            "POST",
+            "/api/v1/nodes",
+            Some(request("off", &closed_port())),
+        )
+        .await;
+    assert_eq!(off["node"]["status"], "unknown");
+    f.admin(
+        "PATCH",
+        "/api/v1/nodes/off",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+
+    let (status, test) = f.admin("POST", "/api/v1/nodes/live/test", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(test["ok"], true, "{test}");
+    assert_eq!(test["status"], "online");
+    assert!(test["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(test["health"]["version"], env!("CARGO_PKG_VERSION"));
+    let (_, test) = f.admin("POST", "/api/v1/nodes/dead/test", None).await;
+    assert_eq!(
+        (test["ok"].clone(), test["status"].clone()),
+        (json!(false), json!("offline"))
+    );
+    assert!(
+        test["error"].as_str().unwrap().contains("refused"),
+        "{test}"
+    );
+
+    let seen = WgSeen::default();
+    let polled = crate::controller::health::round(f.registry(), &seen)
+        .await
+        .unwrap();
+    assert_eq!(polled, 2, "the disabled node is not polled");
+    let status = |name: &str| f.state.store.read(|r| r.node(name)).unwrap().unwrap();
+    assert_eq!(status("live").status, NodeStatus::Online);
+    assert!(status("live").last_seen.is_some());
+    let health: Health = status("live").last_health.unwrap();
+    assert!(health.uptime_seconds < 60);
+    assert_eq!(status("dead").status, NodeStatus::Offline);
+    assert_eq!(status("off").status, NodeStatus::Disabled);
+    // Placement sees exactly that.
+    let nodes = f.state.peer_nodes.nodes().unwrap();
+    let live = nodes.iter().find(|n| n.name == "live").unwrap();
+    assert!(live.online && live.enabled);
+    assert_eq!(
+        live.labels,
+        vec![("region".to_string(), "eu-west".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_keyed_with_another_secret_is_an_error_not_offline() {
+    let f = Fixture::new().await;
+    let url = agent(
+        "n1",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    )
+    .await;
+    f.admin("POST", "/api/v1/nodes", Some(request("n1", &url)))
+        .await;
+    let (_, test) = f.admin("POST", "/api/v1/nodes/n1/test", None).await;
+    assert_eq!(test["status"], "error", "{test}");
+    assert!(
+        test["error"].as_str().unwrap().contains("refused"),
+        "{test}"
+    );
+}
