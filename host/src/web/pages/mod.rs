@@ -8,6 +8,7 @@
 mod addresses;
 mod dashboard;
 mod login;
+mod nodes;
 pub mod peers;
 mod plugins;
 mod pools;
@@ -32,6 +33,7 @@ const CSS: &str = concat!(
     include_str!("addresses.css"),
     include_str!("plugins.css"),
     include_str!("peers.css"),
+    include_str!("nodes.css"),
 );
 /// Bumped with each release, so the year-long cache never serves an old stylesheet.
 const CSS_URL: &str = concat!("/static/weft.css?v=", env!("CARGO_PKG_VERSION"));
@@ -45,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .merge(pools::router())
         .merge(addresses::router())
         .merge(plugins::router())
+        .merge(nodes::router())
         .merge(peers::router())
 }
 
