@@ -221,7 +221,7 @@ struct Parsed {
 }
 
 impl NodeForm {
-    fn parse(&self) -> Result<Parsed, FieldErrors> {
+    fn parse(&self) -> Result<Parsed, Box<FieldErrors>> {
         let mut errors = FieldErrors::default();
         fn number<T: std::str::FromStr>(
             text: &str,
@@ -262,7 +262,7 @@ impl NodeForm {
             }
         }
         if errors.any() {
-            return Err(errors);
+            return Err(Box::new(errors));
         }
         Ok(Parsed {
             listen_port,
@@ -367,7 +367,7 @@ async fn create(
         Ok(p) => p,
         Err(errors) => {
             let status = StatusCode::UNPROCESSABLE_ENTITY;
-            return form_page(&s, status, user, &headers, form, errors, None);
+            return form_page(&s, status, user, &headers, form, *errors, None);
         }
     };
     let spec = NodeSpec {
@@ -439,7 +439,7 @@ async fn edit(
         Ok(p) => p,
         Err(errors) => {
             let status = StatusCode::UNPROCESSABLE_ENTITY;
-            return form_page(&s, status, user, &headers, form, errors, Some(name));
+            return form_page(&s, status, user, &headers, form, *errors, Some(name));
         }
     };
     let patch = NodePatch {
