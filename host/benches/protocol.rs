@@ -144,15 +144,19 @@ fn round_trip() {
         let guard =
             weft::agent::open_guard(NODE, Secrets::one(key()), dir.path()).expect("agent guard");
         let started = Instant::now();
+        let plane = weft::dataplane::DataPlane::open(dir.path().to_path_buf(), "weft0".into())
+            .expect("data plane");
+        let unsigned_plane = plane.clone();
         // The unsigned route sits beside the signed ones, outside their layer.
         let app = axum::Router::new()
             .route(
                 "/unsigned/health",
-                axum::routing::get(move || async move {
-                    axum::Json(weft::agent::health(started).await)
+                axum::routing::get(move || {
+                    let plane = unsigned_plane.clone();
+                    async move { axum::Json(weft::agent::health(started, &plane).await) }
                 }),
             )
-            .merge(weft::agent::router(guard));
+            .merge(weft::agent::router(guard, plane.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -169,7 +173,8 @@ fn round_trip() {
             .await
             .expect("bind");
         let memory_addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, weft::agent::router(in_memory)).await });
+        let app = weft::agent::router(in_memory, plane.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
         let memory = AgentClient::new(
             url::Url::parse(&format!("http://{memory_addr}/")).expect("url"),
             NODE,

@@ -51,9 +51,12 @@ pub struct AgentArgs {
     /// rotation: either secret is accepted
     #[arg(long, env = "WEFT_SECRET_FILE", required = true, num_args = 1)]
     pub secret_file: Vec<PathBuf>,
-    /// Where the agent keeps its state (agent.redb)
+    /// Where the agent keeps its state (agent.redb, dataplane.json, keys/)
     #[arg(long, env = "WEFT_AGENT_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// The name of the node's peer interface, the one client peers connect to
+    #[arg(long, env = "WEFT_PEER_INTERFACE", default_value = crate::agent_api::PEER_INTERFACE)]
+    pub peer_interface: String,
 }
 
 #[derive(Debug, Subcommand)]

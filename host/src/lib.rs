@@ -19,6 +19,7 @@ pub mod agent_client;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod dataplane;
 pub mod ipam;
 pub mod metrics;
 pub mod ping;

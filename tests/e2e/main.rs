@@ -27,3 +27,5 @@ mod plugins;
 
 /// `weft agent` as a real process: signed health, a replay refused across a SIGKILL restart.
 mod agent;
+mod dataplane;
+mod netns;

@@ -1,12 +1,15 @@
 //! The agent's HTTP server: every request goes through the protocol's checks (`auth`) before
-//! a handler sees it, and every answer to a verified request is signed. This slice serves
-//! `GET /v1/health`; the data plane comes with its own issue.
+//! a handler sees it, and every answer to a verified request is signed. The handlers
+//! (`handlers`) drive the node's data plane (`dataplane`): health, the peer interface, peers
+//! and the WireGuard dump (the table in `agent_api`).
 
 pub mod auth;
+mod handlers;
 
+use crate::dataplane::DataPlane;
 use crate::protocol::{NonceStore, ReplayGuard, Secret, SecretError, Secrets};
 use crate::store::agent_nonces::{AgentNonces, NonceStoreError};
-use axum::{Json, Router, routing::get};
+use axum::Router;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +36,8 @@ pub enum AgentError {
     BadNodeId(String),
     #[error(transparent)]
     Nonces(#[from] NonceStoreError),
+    #[error(transparent)]
+    DataPlane(#[from] crate::dataplane::PlaneError),
     #[error("give one or two secret files (two during a rotation), not {0}")]
     SecretCount(usize),
     #[error("cannot listen on {addr}: {source}")]
@@ -88,21 +93,18 @@ pub use crate::agent_api::Health;
 
 /// The agent's routes, all behind the signature check. Generic over where nonces are kept so
 /// the benchmark can show what the durable record costs; the agent uses [`AgentNonces`].
-pub fn router<S: NonceStore + Send + Sync + 'static>(guard: Arc<ReplayGuard<S>>) -> Router {
-    let started = Instant::now();
-    Router::new()
-        .route(
-            "/v1/health",
-            get(move || async move { Json(health(started).await) }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            guard,
-            auth::verify_and_sign,
-        ))
+pub fn router<S: NonceStore + Send + Sync + 'static>(
+    guard: Arc<ReplayGuard<S>>,
+    plane: Arc<DataPlane>,
+) -> Router {
+    handlers::routes(plane, Instant::now()).layer(axum::middleware::from_fn_with_state(
+        guard,
+        auth::verify_and_sign,
+    ))
 }
 
 /// The health document of an agent started at `started`.
-pub async fn health(started: Instant) -> Health {
+pub async fn health(started: Instant, plane: &DataPlane) -> Health {
     let load = tokio::fs::read_to_string("/proc/loadavg")
         .await
         .unwrap_or_default();
@@ -114,7 +116,7 @@ pub async fn health(started: Instant) -> Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: started.elapsed().as_secs(),
         load_average: avg,
-        interfaces: Vec::new(),
+        interfaces: plane.summaries().await,
     }
 }
 
@@ -122,9 +124,10 @@ pub async fn health(started: Instant) -> Health {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     guard: Guard,
+    plane: Arc<DataPlane>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(guard))
+    axum::serve(listener, router(guard, plane))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -140,6 +143,9 @@ pub async fn run(
         other => return Err(AgentError::SecretCount(other.len())),
     };
     let guard = open_guard(&args.node_id, secrets, &args.data_dir)?;
+    let plane = DataPlane::open(args.data_dir.clone(), args.peer_interface.clone())?;
+    // Interfaces and peers come back before the controller is answered.
+    plane.restore().await;
     let listen_err = |source| AgentError::Listen {
         addr: args.listen,
         source,
@@ -148,7 +154,9 @@ pub async fn run(
         .await
         .map_err(listen_err)?;
     tracing::info!(node = %args.node_id, addr = %args.listen, "agent listening");
-    serve(listener, guard, shutdown).await.map_err(listen_err)
+    serve(listener, guard, plane, shutdown)
+        .await
+        .map_err(listen_err)
 }
 
 #[cfg(test)]

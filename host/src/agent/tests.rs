@@ -26,6 +26,11 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
+/// A data plane over `dir` that runs nothing until asked (so no root is needed).
+fn plane(dir: &Path) -> Arc<crate::dataplane::DataPlane> {
+    crate::dataplane::DataPlane::open(dir.to_path_buf(), "weft0".into()).unwrap()
+}
+
 /// An agent whose one handler counts the requests that reach it.
 fn counting_agent(dir: &Path) -> (Router, Guard, Arc<AtomicUsize>) {
     let guard = open_guard(NODE, Secrets::one(key()), dir).unwrap();
@@ -187,7 +192,7 @@ use std::time::Duration;
 async fn the_client_gets_a_signed_health_answer_over_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let guard = open_guard(NODE, Secrets::one(key()), dir.path()).unwrap();
-    let base = listen(router(guard)).await;
+    let base = listen(router(guard, plane(dir.path()))).await;
     let health = client(base, key(), Secrets::one(key()))
         .health()
         .await
@@ -200,7 +205,7 @@ async fn a_client_with_the_next_secret_is_answered_during_a_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let next = Secret::new(b"the-next-secret-of-node-1".to_vec()).unwrap();
     let guard = open_guard(NODE, Secrets::two(key(), next.clone()), dir.path()).unwrap();
-    let base = listen(router(guard)).await;
+    let base = listen(router(guard, plane(dir.path()))).await;
     // The answer is signed with the secret that verified the request: the client that only
     // knows the next secret can check it.
     let health = client(base, next.clone(), Secrets::one(next))
@@ -239,7 +244,7 @@ async fn the_client_refuses_a_forged_answer() {
 async fn the_client_reports_a_refusal_with_its_code() {
     let dir = tempfile::tempdir().unwrap();
     let guard = open_guard(NODE, Secrets::one(key()), dir.path()).unwrap();
-    let base = listen(router(guard)).await;
+    let base = listen(router(guard, plane(dir.path()))).await;
     let wrong = Secret::new(b"not-the-secret-of-node-1".to_vec()).unwrap();
     let err = client(base, wrong.clone(), Secrets::one(wrong))
         .health()

@@ -7,7 +7,7 @@
 //! handed back once and never stored or logged.
 
 use crate::agent_api::{
-    AgentErrorBody, InterfaceSpec, InterfaceSummary, PEER_INTERFACE, PeerDump, PeerSpec, PublicKey,
+    AgentErrorBody, InterfaceSpec, InterfaceSummary, PeerDump, PeerSpec, PublicKey,
 };
 use crate::agent_client::{AgentAnswer, AgentClient, ResponseError};
 use crate::placement::{self, Candidate, Health, Strategy};
@@ -562,12 +562,6 @@ async fn put_interface(
     }
     let summary: InterfaceSummary = serde_json::from_slice(&answer.body)
         .map_err(|e| AgentFailure::BadAnswer(format!("PUT /v1/interface: {e}")))?;
-    if summary.name != PEER_INTERFACE {
-        return Err(AgentFailure::BadAnswer(format!(
-            "PUT /v1/interface answered for interface {:?}",
-            summary.name
-        )));
-    }
     Ok(summary)
 }
 

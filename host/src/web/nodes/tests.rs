@@ -121,7 +121,9 @@ async fn agent(node: &str, secret: &str) -> String {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, crate::agent::router(guard)).await });
+    let dir = tempfile::tempdir().unwrap().keep();
+    let plane = crate::dataplane::DataPlane::open(dir, "weft0".into()).unwrap();
+    tokio::spawn(async move { axum::serve(listener, crate::agent::router(guard, plane)).await });
     format!("http://{addr}/")
 }
 

@@ -1,0 +1,387 @@
+//! The node's WireGuard data plane: interfaces built into the agent's process (`device`:
+//! TUN + UDP + boringtun's `Tunn` per peer), their keys (`keys`), addresses over netlink
+//! (`netlink`), the `wg`-compatible UAPI socket (`uapi`), and the desired state kept in the
+//! data dir (`state`) so the agent restores it alone after a restart or crash.
+//!
+//! Every change is applied first, then saved: what is saved always ran once.
+
+pub mod device;
+pub mod keys;
+pub mod netlink;
+pub mod state;
+pub mod uapi;
+
+use crate::agent_api::{
+    InterfaceDump, InterfaceSpec, InterfaceSummary, PeerDump, PeerSpec, PublicKey, WgDump,
+};
+use device::Device;
+use state::{InterfaceState, State};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    #[error("interface {0} does not exist yet: PUT /v1/interface first")]
+    NoInterface(String),
+    #[error("allowed IP {net} overlaps {other} of peer {peer}")]
+    Overlap {
+        net: ipnet::IpNet,
+        other: ipnet::IpNet,
+        peer: PublicKey,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("interface {0} already holds its maximum of peers")]
+    Full(String),
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("UAPI socket for {iface}: {source}")]
+    Uapi {
+        iface: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running interface and what serves its UAPI socket.
+struct Running {
+    device: Device,
+    _uapi: uapi::Server,
+}
+
+struct Inner {
+    state: State,
+    running: HashMap<String, Running>,
+}
+
+/// The data plane of one agent.
+pub struct DataPlane {
+    dir: PathBuf,
+    /// The name of the node's peer interface.
+    peer_interface: String,
+    inner: tokio::sync::Mutex<Inner>,
+    me: Weak<DataPlane>,
+}
+
+impl DataPlane {
+    /// A data plane whose state lives in `dir`. Nothing runs until [`DataPlane::restore`] or
+    /// the first `put_interface`, so an agent never asked for an interface needs no root.
+    pub fn open(dir: PathBuf, peer_interface: String) -> Result<Arc<DataPlane>, PlaneError> {
+        let state = State::load(&dir)?;
+        Ok(Arc::new_cyclic(|me| DataPlane {
+            dir,
+            peer_interface,
+            inner: tokio::sync::Mutex::new(Inner {
+                state,
+                running: HashMap::new(),
+            }),
+            me: me.clone(),
+        }))
+    }
+
+    pub fn peer_interface(&self) -> &str {
+        &self.peer_interface
+    }
+
+    /// Brings back every saved interface and its peers. One that fails is logged and left;
+    /// the others still come up.
+    pub async fn restore(&self) {
+        let mut inner = self.inner.lock().await;
+        let saved = inner.state.interfaces.clone();
+        for iface in saved {
+            match self.start(&iface.name, &iface.spec).await {
+                Ok(running) => {
+                    for p in &iface.peers {
+                        running.device.set_peer(p);
+                    }
+                    tracing::info!(iface = %iface.name, peers = iface.peers.len(), "interface restored");
+                    inner.running.insert(iface.name.clone(), running);
+                }
+                Err(e) => {
+                    tracing::error!(iface = %iface.name, error = %e, "cannot restore interface")
+                }
+            }
+        }
+    }
+
+    async fn start(&self, name: &str, spec: &InterfaceSpec) -> Result<Running, PlaneError> {
+        let keys = keys::load_or_create(&self.dir, name)?;
+        let device = Device::start(name, keys, spec.listen_port)?;
+        netlink::configure(name, spec.address, u32::from(device::MTU)).await?;
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| PlaneError::Invalid("shutting down".into()))?;
+        let uapi = uapi::serve(me, name).map_err(|source| PlaneError::Uapi {
+            iface: name.to_string(),
+            source,
+        })?;
+        Ok(Running {
+            device,
+            _uapi: uapi,
+        })
+    }
+
+    /// `PUT /v1/interface`: creates the peer interface (its key made on first use), or
+    /// changes its address or port keeping key and peers. The same spec twice changes nothing.
+    pub async fn put_interface(
+        &self,
+        spec: &InterfaceSpec,
+    ) -> Result<InterfaceSummary, PlaneError> {
+        spec.validate().map_err(PlaneError::Invalid)?;
+        let name = self.peer_interface.clone();
+        let mut inner = self.inner.lock().await;
+        let same = inner.state.interface(&name).map(|i| &i.spec) == Some(spec);
+        if !(same && inner.running.contains_key(&name)) {
+            let port_same = inner
+                .running
+                .get(&name)
+                .is_some_and(|r| r.device.listen_port() == spec.listen_port);
+            if port_same {
+                netlink::configure(&name, spec.address, u32::from(device::MTU)).await?;
+            } else {
+                // A new port needs a new socket: restart the device with its peers.
+                inner.running.remove(&name);
+                let running = self.start(&name, spec).await?;
+                if let Some(saved) = inner.state.interface(&name) {
+                    for p in &saved.peers {
+                        running.device.set_peer(p);
+                    }
+                }
+                inner.running.insert(name.clone(), running);
+            }
+            match inner.state.interface_mut(&name) {
+                Some(i) => i.spec = spec.clone(),
+                None => inner.state.interfaces.push(InterfaceState {
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    peers: Vec::new(),
+                }),
+            }
+            inner.state.save(&self.dir)?;
+        }
+        Ok(summary(&inner, &name))
+    }
+
+    /// `POST /v1/peers`: adds a peer to the peer interface (true), or finds it already there
+    /// as asked (false), or replaces its settings (true).
+    pub async fn add_peer(&self, spec: &PeerSpec) -> Result<(PeerDump, bool), PlaneError> {
+        spec.validate().map_err(PlaneError::Invalid)?;
+        let name = self.peer_interface.clone();
+        let mut inner = self.inner.lock().await;
+        let changed = self.set_peer_locked(&mut inner, &name, spec)?;
+        if changed {
+            inner.state.save(&self.dir)?;
+        }
+        let dump = inner
+            .running
+            .get(&name)
+            .and_then(|r| {
+                r.device
+                    .dump()
+                    .into_iter()
+                    .find(|p| p.public_key == spec.public_key)
+            })
+            .ok_or_else(|| PlaneError::NoInterface(name.clone()))?;
+        Ok((dump, changed))
+    }
+
+    fn set_peer_locked(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        spec: &PeerSpec,
+    ) -> Result<bool, PlaneError> {
+        let Some(saved) = inner.state.interface(name) else {
+            return Err(PlaneError::NoInterface(name.to_string()));
+        };
+        if saved.peers.iter().any(|p| p == spec) {
+            return Ok(false);
+        }
+        for other in saved
+            .peers
+            .iter()
+            .filter(|p| p.public_key != spec.public_key)
+        {
+            for net in &spec.allowed_ips {
+                if let Some(o) = other
+                    .allowed_ips
+                    .iter()
+                    .find(|o| o.contains(net) || net.contains(*o))
+                {
+                    return Err(PlaneError::Overlap {
+                        net: *net,
+                        other: *o,
+                        peer: other.public_key,
+                    });
+                }
+            }
+        }
+        if saved.peers.len() >= crate::agent_api::MAX_PEERS
+            && !saved.peers.iter().any(|p| p.public_key == spec.public_key)
+        {
+            return Err(PlaneError::Full(name.to_string()));
+        }
+        let running = inner
+            .running
+            .get(name)
+            .ok_or_else(|| PlaneError::NoInterface(name.to_string()))?;
+        running.device.set_peer(spec);
+        if let Some(i) = inner.state.interface_mut(name) {
+            match i.peers.iter_mut().find(|p| p.public_key == spec.public_key) {
+                Some(p) => *p = spec.clone(),
+                None => i.peers.push(spec.clone()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// `DELETE /v1/peers/{hex}`: false if the interface has no such peer.
+    pub async fn remove_peer(&self, key: &PublicKey) -> Result<bool, PlaneError> {
+        let name = self.peer_interface.clone();
+        let mut inner = self.inner.lock().await;
+        let removed = self.remove_peer_locked(&mut inner, &name, key);
+        if removed {
+            inner.state.save(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    fn remove_peer_locked(&self, inner: &mut Inner, name: &str, key: &PublicKey) -> bool {
+        if let Some(r) = inner.running.get(name) {
+            r.device.remove_peer(key);
+        }
+        match inner.state.interface_mut(name) {
+            Some(i) => {
+                let before = i.peers.len();
+                i.peers.retain(|p| p.public_key != *key);
+                i.peers.len() != before
+            }
+            None => false,
+        }
+    }
+
+    /// Every running interface, for `GET /v1/health`.
+    pub async fn summaries(&self) -> Vec<InterfaceSummary> {
+        let inner = self.inner.lock().await;
+        let mut names: Vec<&String> = inner.running.keys().collect();
+        names.sort();
+        names.into_iter().map(|n| summary(&inner, n)).collect()
+    }
+
+    /// `GET /v1/wg`.
+    pub async fn dump(&self) -> WgDump {
+        let inner = self.inner.lock().await;
+        let mut interfaces: Vec<InterfaceDump> = inner
+            .running
+            .iter()
+            .map(|(name, r)| InterfaceDump {
+                name: name.clone(),
+                public_key: r.device.public_key(),
+                listen_port: r.device.listen_port(),
+                peers: r.device.dump(),
+            })
+            .collect();
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        WgDump { interfaces }
+    }
+
+    /// The UAPI's `get=1` for `iface`.
+    pub async fn uapi_get(&self, iface: &str) -> String {
+        let inner = self.inner.lock().await;
+        let Some(r) = inner.running.get(iface) else {
+            return "errno=19\n\n".into();
+        };
+        let times = r.device.handshake_times();
+        let peers: Vec<uapi::PeerInfo> = r
+            .device
+            .dump()
+            .into_iter()
+            .map(|p| uapi::PeerInfo {
+                last_handshake: times.get(&p.public_key).copied().flatten(),
+                key: p.public_key,
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed_ips,
+                rx: p.rx_bytes,
+                tx: p.tx_bytes,
+                keepalive: p.persistent_keepalive,
+            })
+            .collect();
+        uapi::format_get(
+            &r.device.private_key_bytes(),
+            r.device.listen_port(),
+            &peers,
+        )
+    }
+
+    /// The UAPI's `set=1` for `iface`: peer changes, saved like the controller's. Its errno.
+    pub async fn uapi_set(&self, iface: &str, req: uapi::SetRequest) -> i32 {
+        let mut inner = self.inner.lock().await;
+        if !inner.running.contains_key(iface) {
+            return 19; // ENODEV
+        }
+        if req.replace_peers {
+            let keys: Vec<PublicKey> = inner
+                .state
+                .interface(iface)
+                .map(|i| i.peers.iter().map(|p| p.public_key).collect())
+                .unwrap_or_default();
+            for k in keys {
+                self.remove_peer_locked(&mut inner, iface, &k);
+            }
+        }
+        for change in req.peers {
+            if change.remove {
+                self.remove_peer_locked(&mut inner, iface, &change.key);
+                continue;
+            }
+            let current = inner
+                .state
+                .interface(iface)
+                .and_then(|i| i.peers.iter().find(|p| p.public_key == change.key).cloned());
+            let mut spec = current.unwrap_or(PeerSpec {
+                public_key: change.key,
+                allowed_ips: Vec::new(),
+                persistent_keepalive: None,
+            });
+            if change.replace_allowed_ips {
+                spec.allowed_ips.clear();
+            }
+            spec.allowed_ips.extend(change.allowed_ips);
+            if change.keepalive.is_some() {
+                spec.persistent_keepalive = change.keepalive;
+            }
+            if let Err(e) = self.set_peer_locked(&mut inner, iface, &spec) {
+                tracing::debug!(iface, error = %e, "UAPI set refused");
+                return 22; // EINVAL
+            }
+            if let (Some(ep), Some(r)) = (change.endpoint, inner.running.get(iface)) {
+                r.device.set_endpoint(&change.key, ep);
+            }
+        }
+        match inner.state.save(&self.dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(iface, error = %e, "UAPI change not saved");
+                5 // EIO
+            }
+        }
+    }
+}
+
+fn summary(inner: &Inner, name: &str) -> InterfaceSummary {
+    let running = inner.running.get(name);
+    InterfaceSummary {
+        name: name.to_string(),
+        public_key: running.map_or(PublicKey([0; 32]), |r| r.device.public_key()),
+        listen_port: running.map_or(0, |r| r.device.listen_port()),
+        address: inner.state.interface(name).map(|i| i.spec.address),
+        peers: running.map_or(0, |r| r.device.peer_count() as u32),
+    }
+}
