@@ -29,3 +29,4 @@ mod plugins;
 mod agent;
 mod dataplane;
 mod netns;
+mod nodes;

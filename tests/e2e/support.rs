@@ -120,6 +120,9 @@ impl Server {
             .env("WEFT_LOG", "warn")
             // Test pools are not loopback: the ping sweep must not send a packet to them.
             .env("WEFT_PING_INTERVAL", "0")
+            // Nodes are polled every second, so a test sees a dead agent go offline quickly.
+            .env("WEFT_HEALTH_INTERVAL", "1")
+            .env("WEFT_HEALTH_TIMEOUT", "2")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -9,7 +9,9 @@ pub fn quick() -> bool {
     std::env::var_os("WEFT_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench")
 }
 
-/// Per-call times of `f`, run `n` times after `n / 10` warm-up calls, sorted.
+/// Per-call times of `f`, run `n` times after `n / 10` warm-up calls, sorted. (Not every
+/// bench times synchronous calls.)
+#[allow(dead_code)]
 pub fn times(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     for _ in 0..n / 10 {
         f();

@@ -96,6 +96,9 @@ pub async fn round(registry: &Registry, seen: &WgSeen) -> Result<usize, crate::s
         results.push((p.name, p.observation));
     }
     let n = results.len();
+    if n == 0 {
+        return Ok(0);
+    }
     registry
         .store
         .write(move |w| w.record_health(&results))
