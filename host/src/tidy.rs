@@ -125,3 +125,25 @@ fn the_wg_quick_file_is_made_without_io() {
         "wgquick is plain text making: the controller does the I/O around it",
     );
 }
+
+#[test]
+fn the_node_side_knows_nothing_of_the_controller() {
+    let mut files = sources(&src().join("dataplane"));
+    files.extend(sources(&src().join("agent")));
+    assert!(!files.is_empty());
+    assert_none(
+        &files,
+        &[
+            "crate::controller",
+            "crate::web",
+            "crate::secretbox",
+            "crate::store::Store",
+        ],
+        "the agent and its data plane run on nodes: they reach the controller's state only through the signed protocol",
+    );
+    assert_none(
+        &sources(&src().join("dataplane")),
+        &["crate::store", "axum::"],
+        "the data plane keeps its own state file and knows no HTTP",
+    );
+}

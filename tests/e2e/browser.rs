@@ -306,7 +306,27 @@ impl Walk {
         self.filter_the_table().await?;
         self.reserve_a_free_address().await?;
         self.plugins().await?;
+        self.nodes_and_peers().await?;
         self.phone_width().await
+    }
+
+    /// The nodes and peers pages, before any node: each says how to begin.
+    async fn nodes_and_peers(&mut self) -> Result<()> {
+        self.goto("/nodes").await?;
+        self.page("nodes", "/nodes").await?;
+        let empty = self.text("p.empty").await?;
+        ensure!(
+            empty.contains("No nodes yet"),
+            "the nodes page shows {empty:?}"
+        );
+        self.goto("/peers").await?;
+        self.page("peers", "/peers").await?;
+        let empty = self.text("p.empty").await?;
+        ensure!(
+            empty.contains("No peers yet"),
+            "the peers page shows {empty:?}"
+        );
+        Ok(())
     }
 
     /// The plugins page lists the installed plugin; reloading says how it went.

@@ -73,6 +73,18 @@ impl DataPlane {
     /// A data plane whose state lives in `dir`. Nothing runs until [`DataPlane::restore`] or
     /// the first `put_interface`, so an agent never asked for an interface needs no root.
     pub fn open(dir: PathBuf, peer_interface: String) -> Result<Arc<DataPlane>, PlaneError> {
+        // Linux interface names: at most 15 bytes; these characters keep the UAPI path sane.
+        let ok = !peer_interface.is_empty()
+            && peer_interface.len() <= 15
+            && peer_interface
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            && !peer_interface.starts_with('.');
+        if !ok {
+            return Err(PlaneError::Invalid(format!(
+                "interface name {peer_interface:?} must be 1 to 15 of A-Z a-z 0-9 _ - ."
+            )));
+        }
         let state = State::load(&dir)?;
         Ok(Arc::new_cyclic(|me| DataPlane {
             dir,
