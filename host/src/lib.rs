@@ -21,6 +21,7 @@ pub mod config;
 pub mod controller;
 pub mod dataplane;
 pub mod ipam;
+pub mod keyfile;
 pub mod metrics;
 pub mod ping;
 pub mod placement;

@@ -7,26 +7,15 @@
 use crate::store::SealedSecret;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The key file's name in the data dir.
 pub const KEY_FILE: &str = "node-secrets.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretBoxError {
-    #[error("cannot read or create the key file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
-    Open { path: PathBuf, mode: u32 },
-    #[error("the key file {path} does not hold 32 bytes; was it replaced?")]
-    BadKey { path: PathBuf },
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfile::KeyFileError),
     /// Wrong key file, or the record was altered.
     #[error("the secret of node {0:?} does not open with this data dir's key file")]
     Unseal(String),
@@ -48,41 +37,7 @@ impl SecretBox {
     /// Opens the key file of `data_dir`, creating it (0600, from the OS's random source) on
     /// first use. A key file that others may read is refused.
     pub fn open_or_create(data_dir: &Path) -> Result<SecretBox, SecretBoxError> {
-        let path = data_dir.join(KEY_FILE);
-        let io = |source| SecretBoxError::Io {
-            path: path.clone(),
-            source,
-        };
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                let key: [u8; 32] = rand::random();
-                f.write_all(&key).and_then(|()| f.sync_all()).map_err(io)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io)?;
-                }
-                return Ok(SecretBox::from_key(key));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e)),
-        }
-        let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(SecretBoxError::Open {
-                path,
-                mode: mode & 0o7777,
-            });
-        }
-        let bytes = std::fs::read(&path).map_err(io)?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| SecretBoxError::BadKey { path: path.clone() })?;
+        let key = crate::keyfile::load_or_create(&data_dir.join(KEY_FILE))?;
         Ok(SecretBox::from_key(key))
     }
 
@@ -126,6 +81,7 @@ impl SecretBox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_sealed_secret_opens_only_for_its_node_and_with_its_key() {
@@ -153,7 +109,9 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             SecretBox::open_or_create(dir.path()),
-            Err(SecretBoxError::Open { .. })
+            Err(SecretBoxError::KeyFile(
+                crate::keyfile::KeyFileError::Open { .. }
+            ))
         ));
     }
 }

@@ -6,6 +6,7 @@
 //! deleted again (durably) and the error names the node and why. A generated private key is
 //! handed back once and never stored or logged.
 
+use super::nodes::error_chain;
 use crate::agent_api::{
     AgentErrorBody, InterfaceSpec, InterfaceSummary, PeerDump, PeerSpec, PublicKey,
 };
@@ -207,19 +208,6 @@ impl From<ResponseError> for AgentFailure {
             }
         }
     }
-}
-
-/// reqwest's own message is "error sending request"; the cause (refused, timed out) is
-/// further down.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,24 +2,20 @@
 //! `DATA_DIR/keys/<interface>.key` (mode 0600 from the moment it exists), and never sent
 //! anywhere. Its `Debug` shows only the public half.
 
+use crate::keyfile::{self, KeyFileError};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("key file {path}: {source}")]
-    Io {
+    #[error("key folder {path}: {source}")]
+    Dir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
-    Open { path: PathBuf, mode: u32 },
-    #[error("key file {path} does not hold a 32-byte key")]
-    Bad { path: PathBuf },
+    #[error(transparent)]
+    File(#[from] KeyFileError),
 }
 
 /// An interface's keypair.
@@ -56,47 +52,15 @@ pub fn key_path(data_dir: &Path, iface: &str) -> PathBuf {
 /// first time. A key file others may read is refused.
 pub fn load_or_create(data_dir: &Path, iface: &str) -> Result<KeyPair, KeyError> {
     let path = key_path(data_dir, iface);
-    let io = |source| KeyError::Io {
-        path: path.clone(),
-        source,
-    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let err = |source| KeyError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(mut f) => {
-            let bytes: [u8; 32] = rand::random();
-            f.write_all(&bytes)
-                .and_then(|()| f.sync_all())
-                .map_err(io)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
-            }
-            return Ok(KeyPair::from_private(bytes));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(e)),
-    }
-    let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Open {
-            path,
-            mode: mode & 0o7777,
-        });
-    }
-    let bytes: [u8; 32] = std::fs::read(&path)
-        .map_err(io)?
-        .try_into()
-        .map_err(|_| KeyError::Bad { path: path.clone() })?;
-    Ok(KeyPair::from_private(bytes))
+    Ok(KeyPair::from_private(keyfile::load_or_create(&path)?))
 }
 
 #[cfg(test)]
@@ -118,7 +82,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
             load_or_create(dir.path(), "weft0"),
-            Err(KeyError::Open { .. })
+            Err(KeyError::File(KeyFileError::Open { .. }))
         ));
     }
 }

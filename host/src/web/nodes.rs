@@ -386,7 +386,8 @@ async fn get_overlay(State(s): State<AppState>, _: Reader) -> Result<Json<Overla
 #[utoipa::path(put, path = "/api/v1/overlay", tag = "nodes", request_body = Overlay,
     responses((status = 200, body = Overlay), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "no such pool", body = ErrorBody)),
+        (status = 404, description = "no such pool", body = ErrorBody),
+        (status = 422, description = "a body that is JSON but not this shape", body = ErrorBody)),
     security(("token" = [])))]
 async fn set_overlay(
     State(s): State<AppState>,
