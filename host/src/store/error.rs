@@ -72,6 +72,8 @@ pub enum StoreError {
     UserNameTaken(String),
     #[error("peer name {0:?} is already taken")]
     PeerNameTaken(String),
+    #[error("pool {pool:?} {role}")]
+    PoolReferenced { pool: String, role: String },
     #[error("node name {0:?} is already taken")]
     NodeNameTaken(String),
     /// A node's peers hold addresses of its pool and keys on its agent.

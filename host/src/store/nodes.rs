@@ -382,6 +382,22 @@ impl Writer<'_> {
         Ok(node)
     }
 
+    /// What, if anything, needs pool `id`: the overlay, or a node's peers.
+    pub(crate) fn pool_role(&self, id: u64) -> Result<Option<String>> {
+        if self.t.meta.get("overlay_pool")?.map(|g| g.value()) == Some(id) {
+            return Ok(Some(
+                "is the overlay pool (PUT /api/v1/overlay {\"pool\": null} first)".into(),
+            ));
+        }
+        for e in self.t.nodes.iter()? {
+            let node: Node = super::decode("nodes", e?.1.value())?;
+            if node.peer_pool == id {
+                return Ok(Some(format!("is the peer pool of node {:?}", node.name)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Records one round of health calls: one transaction for every node of the round. A
     /// node deleted or disabled while the round ran is left as it is now.
     pub fn record_health(&mut self, round: &[(String, Observation)]) -> Result<()> {

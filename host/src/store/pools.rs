@@ -243,9 +243,16 @@ impl<'t> Writer<'t> {
     }
 
     /// Deletes a pool with everything it indexes. Refused while it holds allocations, unless
-    /// forced. The history of its addresses is kept.
+    /// forced; refused, forced or not, while it is the overlay pool or a node's peer pool
+    /// (nodes would be left pointing at nothing). The history of its addresses is kept.
     pub fn delete_pool(&mut self, id_or_name: &str, force: bool) -> Result<Pool> {
         let pool = self.pool(id_or_name)?;
+        if let Some(role) = self.pool_role(pool.id)? {
+            return Err(StoreError::PoolReferenced {
+                pool: pool.name.clone(),
+                role,
+            });
+        }
         if pool.allocated > 0 && !force {
             return Err(StoreError::PoolInUse {
                 pool: pool.name.clone(),

@@ -117,6 +117,7 @@ impl From<StoreError> for ApiError {
             E::TokenNameTaken(_) | E::UserNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::PeerNameTaken(_) | E::NodeNameTaken(_) => (S::CONFLICT, "name_taken"),
             E::NodeHasPeers { .. } => (S::CONFLICT, "node_has_peers"),
+            E::PoolReferenced { .. } => (S::CONFLICT, "pool_in_use"),
             E::PeerKeyTaken { .. } => (S::CONFLICT, "key_taken"),
             E::PoolOverlap { .. } => (S::CONFLICT, "pool_overlap"),
             E::PoolInUse { .. } => (S::CONFLICT, "pool_in_use"),

@@ -110,7 +110,8 @@ async fn get_pool(
     Ok(Json(s.store.read(|r| r.pool(&pool))?.into()))
 }
 
-/// Delete a pool; refused while it holds allocations unless `force=true`. Access: a write token.
+/// Delete a pool; refused while it holds allocations unless `force=true`, and always while it
+/// is the overlay pool or a node's peer pool (409). Access: a write token.
 #[utoipa::path(delete, path = "/api/v1/pools/{pool}", tag = "pools",
     params(("pool" = String, Path, description = "pool id or name"), DeleteParams),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

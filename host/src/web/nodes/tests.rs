@@ -429,3 +429,30 @@ async fn an_agent_keyed_with_another_secret_is_an_error_not_offline() {
         "{test}"
     );
 }
+
+#[tokio::test]
+async fn a_pool_that_nodes_need_cannot_be_deleted() {
+    let f = Fixture::new().await;
+    f.admin("PUT", "/api/v1/overlay", Some(json!({"pool": "overlay"})))
+        .await;
+    f.admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    for (pool, says) in [
+        ("overlay", "overlay pool"),
+        ("peers-a", "peer pool of node \"n1\""),
+    ] {
+        let (status, body) = f
+            .admin("DELETE", &format!("/api/v1/pools/{pool}?force=true"), None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
+    f.admin("DELETE", "/api/v1/nodes/n1", None).await;
+    f.admin("PUT", "/api/v1/overlay", Some(json!({"pool": null})))
+        .await;
+    let (status, _) = f.admin("DELETE", "/api/v1/pools/peers-a", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}

@@ -382,7 +382,7 @@ async fn delete(
             let message = format!("Deleted pool {}", pool.name);
             Ok(see_other("/pools", &message, s.secure_cookies))
         }
-        Err(e @ StoreError::PoolInUse { .. }) => {
+        Err(e @ (StoreError::PoolInUse { .. } | StoreError::PoolReferenced { .. })) => {
             let api = refusal(e)?;
             let pool = s.store.read(|r| r.pool(&name))?;
             Ok(delete_page(
