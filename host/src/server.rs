@@ -112,11 +112,8 @@ pub async fn serve(
     }
     // Node secrets are sealed under a key file beside the database.
     let secrets = crate::secretbox::SecretBox::open_or_create(&config.data_dir)?;
-    let registry = crate::controller::nodes::Registry {
-        store: store.clone(),
-        secrets,
-        timeout: config.agent_timeout,
-    };
+    let registry =
+        crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout);
     let peer_stats = crate::controller::wg_stats::WgSeen::default();
     if let Some(interval) = config.health_interval {
         background.push(tokio::spawn(crate::controller::health::run_scheduler(

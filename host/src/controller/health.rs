@@ -77,6 +77,7 @@ pub async fn poll_round(targets: Vec<Target>, timeout: Duration) -> Vec<Polled> 
 /// One round over the registry's enabled nodes, recorded in one transaction.
 pub async fn round(registry: &Registry, seen: &WgSeen) -> Result<usize, crate::store::StoreError> {
     let nodes = registry.store.read(|r| r.nodes())?;
+    registry.keep_clients(&nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>());
     let mut targets = Vec::new();
     let mut results = Vec::new();
     for node in nodes.into_iter().filter(|n| n.enabled) {

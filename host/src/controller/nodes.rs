@@ -8,6 +8,8 @@ use crate::agent_client::{AgentClient, ResponseError};
 use crate::protocol::{Secret, Secrets};
 use crate::secretbox::{SecretBox, SecretBoxError};
 use crate::store::{Node, NodeSpec, NodeStatus, Observation, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long one call to an agent may take, unless configured otherwise.
@@ -29,13 +31,19 @@ pub enum NodeError {
     },
 }
 
-/// The registry: the store, the sealing key, and how long an agent call may take.
+/// The registry: the store, the sealing key, how long an agent call may take, and a client
+/// per node kept between calls (so polls reuse their connections and nothing is unsealed
+/// twice), rebuilt when the node's URL or secret changes.
 #[derive(Clone)]
 pub struct Registry {
     pub store: Store,
     pub secrets: SecretBox,
     pub timeout: Duration,
+    clients: Arc<Mutex<HashMap<String, (ClientKey, AgentClient)>>>,
 }
+
+/// What a cached client was built from.
+type ClientKey = (String, [u8; 24]);
 
 /// A new node and its secret, which is shown this once.
 pub struct Registered {
@@ -99,6 +107,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Registry {
+    pub fn new(store: Store, secrets: SecretBox, timeout: Duration) -> Registry {
+        Registry {
+            store,
+            secrets,
+            timeout,
+            clients: Arc::default(),
+        }
+    }
+
+    /// Forgets the clients of nodes not in `names` (deleted ones).
+    pub fn keep_clients(&self, names: &[&str]) {
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|name, _| names.contains(&name.as_str()));
+    }
+
     /// Registers a node with a new random secret, sealed before it is stored.
     pub async fn register(&self, spec: NodeSpec, actor: &str) -> Result<Registered, NodeError> {
         let secret = hex::encode(rand::random::<[u8; 32]>());
@@ -111,8 +134,25 @@ impl Registry {
         Ok(Registered { node, secret })
     }
 
-    /// A client that signs for `node` with its secret.
+    /// A client that signs for `node` with its secret: the kept one while the node's URL and
+    /// secret are unchanged.
     pub fn client(&self, node: &Node) -> Result<AgentClient, NodeError> {
+        let key: ClientKey = (node.agent_url.clone(), node.secret.nonce);
+        {
+            let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, c)) = cache.get(&node.name)
+                && *k == key
+            {
+                return Ok(c.clone());
+            }
+        }
+        let client = self.build_client(node)?;
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(node.name.clone(), (key, client.clone()));
+        Ok(client)
+    }
+
+    fn build_client(&self, node: &Node) -> Result<AgentClient, NodeError> {
         let bytes = self.secrets.open(&node.name, &node.secret)?;
         let secret = Secret::new(bytes).map_err(|_| NodeError::BadSecret(node.name.clone()))?;
         let client_err = |why: String| NodeError::Client {

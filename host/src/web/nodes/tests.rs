@@ -52,11 +52,11 @@ impl Fixture {
             .write(|w| w.create_token("viewer", VIEWER, true))
             .await
             .unwrap();
-        let registry = Registry {
-            store: store.clone(),
-            secrets: SecretBox::open_or_create(dir.path()).unwrap(),
-            timeout: Duration::from_secs(2),
-        };
+        let registry = Registry::new(
+            store.clone(),
+            SecretBox::open_or_create(dir.path()).unwrap(),
+            Duration::from_secs(2),
+        );
         let mut state = AppState::new(store);
         state.peer_nodes = Arc::new(registry.clone());
         state.nodes = Some(registry);
@@ -346,6 +346,9 @@ async fn a_connection_test_and_a_health_round_mark_nodes_online_or_offline() {
             Some(request("live", "http://127.0.0.1:1/")),
         )
         .await;
+    // A client made for the old URL is not reused once the URL changes.
+    let (_, before) = f.admin("POST", "/api/v1/nodes/live/test", None).await;
+    assert_eq!(before["ok"], false);
     let url = agent("live", live["secret"].as_str().unwrap()).await;
     f.admin(
         "PATCH",

@@ -21,11 +21,11 @@ impl Fixture {
             .write(move |w| w.create_pool(&spec, "test"))
             .await
             .unwrap();
-        let registry = Registry {
-            store: self.state.store.clone(),
-            secrets: SecretBox::from_key([9; 32]),
-            timeout: std::time::Duration::from_secs(2),
-        };
+        let registry = Registry::new(
+            self.state.store.clone(),
+            SecretBox::from_key([9; 32]),
+            std::time::Duration::from_secs(2),
+        );
         self.state.peer_nodes = Arc::new(registry.clone());
         self.state.nodes = Some(registry);
         self
