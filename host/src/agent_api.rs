@@ -10,12 +10,16 @@
 //! | `GET /v1/wg`               | —             | [`WgDump`]                              |
 //! | `POST /v1/peers`           | [`PeerSpec`]  | [`PeerDump`] (201 new, 200 unchanged)   |
 //! | `DELETE /v1/peers/{hex}`   | —             | 204; 404 if the node has no such peer   |
+//! | `GET /v1/meshes`           | —             | [`MeshList`]                            |
+//! | `PUT /v1/meshes/{id}`      | [`MeshSpec`]  | [`MeshStatus`] (200); 409 if older      |
+//! | `DELETE /v1/meshes/{id}`   | —             | 204; 404 if the node has no such mesh   |
 //!
 //! A refused request is answered with [`AgentErrorBody`] and a 4xx or 5xx status.
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The name of a node's peer interface: the one that client peers connect to.
 pub const PEER_INTERFACE: &str = "weft0";
@@ -197,6 +201,149 @@ impl InterfaceSpec {
         }
         Ok(())
     }
+}
+
+/// Most allowed IPs one mesh peer may carry: a hub's entry on a spoke carries every spoke's
+/// prefixes routed through that hub.
+pub const MAX_MESH_ALLOWED_IPS: usize = 65_536;
+
+/// Most peers one mesh interface takes.
+pub const MAX_MESH_PEERS: usize = 16_384;
+
+/// Lowest and highest MTU of a mesh interface (the data plane's buffers are sized for
+/// [`crate::dataplane::device::MTU`]; IPv6 needs at least 1280).
+pub const MESH_MTU: std::ops::RangeInclusive<u16> = 1280..=1420;
+
+/// Whether `id` may name a mesh: 1 to 64 of `a-z 0-9` (an interface name is made of it).
+pub fn valid_mesh_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The interface a mesh runs on, on every member: `wg-` and the first 8 characters of its id.
+pub fn mesh_interface(id: &str) -> String {
+    format!("wg-{}", id.get(..8).unwrap_or(id))
+}
+
+/// `PUT /v1/meshes/{id}`: the whole state one member should have for one mesh. The agent
+/// makes it so: the interface (keyed with the node's mesh key), its address, its peers (and
+/// no others), a route to every peer's allowed IPs, and IP forwarding when `forward`.
+/// A generation older than the applied one is refused; the same state again changes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshSpec {
+    pub generation: u64,
+    pub interface: String,
+    /// The node's overlay address as a host prefix (`/32` or `/128`).
+    pub address: IpNet,
+    pub listen_port: u16,
+    pub mtu: u16,
+    /// The node forwards between the mesh and its LAN, or between spokes (a hub).
+    pub forward: bool,
+    pub peers: Vec<MeshPeerSpec>,
+}
+
+/// One peer of a mesh interface. Shared parts are reference-counted: a 1,000-node full mesh
+/// carries each member's prefixes once, not once per peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshPeerSpec {
+    pub public_key: PublicKey,
+    /// `host:port` (IPv6 literals in brackets); the agent resolves it.
+    pub endpoint: Option<Arc<str>>,
+    pub allowed_ips: Arc<[IpNet]>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl MeshSpec {
+    /// What the agent checks before acting on it.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.interface.starts_with("wg-") || self.interface.len() > 15 {
+            return Err(format!(
+                "interface: {:?} is not a mesh interface name",
+                self.interface
+            ));
+        }
+        if self.listen_port == 0 {
+            return Err("listen_port: give a port from 1 to 65535".into());
+        }
+        if !MESH_MTU.contains(&self.mtu) {
+            return Err(format!(
+                "mtu: {} is outside {}..={}",
+                self.mtu,
+                MESH_MTU.start(),
+                MESH_MTU.end()
+            ));
+        }
+        if self.address.prefix_len() != self.address.max_prefix_len() {
+            return Err(format!("address: {} is not a host prefix", self.address));
+        }
+        if self.peers.len() > MAX_MESH_PEERS {
+            return Err(format!("peers: at most {MAX_MESH_PEERS}"));
+        }
+        let mut keys = std::collections::HashSet::new();
+        for p in &self.peers {
+            if !keys.insert(p.public_key) {
+                return Err(format!("peers: {} appears twice", p.public_key));
+            }
+            if p.allowed_ips.len() > MAX_MESH_ALLOWED_IPS {
+                return Err(format!(
+                    "peers: {} has more than {MAX_MESH_ALLOWED_IPS} allowed IPs",
+                    p.public_key
+                ));
+            }
+            if let Some(net) = p.allowed_ips.iter().find(|n| n.trunc() != **n) {
+                return Err(format!("peers: allowed IP {net} has host bits set"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The state without its generation, hashed: equal digests mean the same configuration.
+    /// The controller compares it with the agent's to decide whom to push to.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let unnumbered = MeshSpec {
+            generation: 0,
+            ..self.clone()
+        };
+        // Serializing plain structs of strings and numbers cannot fail.
+        let bytes = serde_json::to_vec(&unnumbered).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(&bytes))
+    }
+
+    /// The peer as the data plane's peer table takes it.
+    pub fn peer_specs(&self) -> impl Iterator<Item = PeerSpec> + '_ {
+        self.peers.iter().map(|p| PeerSpec {
+            public_key: p.public_key,
+            allowed_ips: p.allowed_ips.to_vec(),
+            persistent_keepalive: p.persistent_keepalive,
+        })
+    }
+}
+
+/// One mesh as an agent runs it: in `GET /v1/meshes` and the answer of a PUT.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshStatus {
+    pub id: String,
+    pub generation: u64,
+    /// [`MeshSpec::digest`] of the applied state.
+    pub digest: String,
+    pub interface: String,
+    /// The running interface has exactly the applied peers and allowed IPs (false after a
+    /// `wg set` by hand, or when the interface could not be brought back).
+    pub in_sync: bool,
+    pub peers: Vec<PeerDump>,
+}
+
+/// `GET /v1/meshes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshList {
+    /// The node's mesh key: every mesh interface of the node uses it, so the controller can
+    /// write any member's peers before that member ran the mesh.
+    pub mesh_key: PublicKey,
+    pub meshes: Vec<MeshStatus>,
 }
 
 /// The body of every refusal: a stable code and a message for people.

@@ -57,6 +57,9 @@ pub struct AgentArgs {
     /// The name of the node's peer interface, the one client peers connect to
     #[arg(long, env = "WEFT_PEER_INTERFACE", default_value = crate::agent_api::PEER_INTERFACE)]
     pub peer_interface: String,
+    /// Where the WireGuard UAPI sockets go (`wg show` looks in /var/run/wireguard)
+    #[arg(long, env = "WEFT_UAPI_DIR", default_value = crate::dataplane::uapi::SOCKET_DIR)]
+    pub uapi_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

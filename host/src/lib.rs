@@ -22,6 +22,7 @@ pub mod controller;
 pub mod dataplane;
 pub mod ipam;
 pub mod keyfile;
+pub mod mesh;
 pub mod metrics;
 pub mod ping;
 pub mod placement;

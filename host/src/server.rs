@@ -115,10 +115,12 @@ pub async fn serve(
     let registry =
         crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout);
     let peer_stats = crate::controller::wg_stats::WgSeen::default();
+    let mesh_seen = crate::controller::meshes::MeshSeen::default();
     if let Some(interval) = config.health_interval {
         background.push(tokio::spawn(crate::controller::health::run_scheduler(
             registry.clone(),
             peer_stats.clone(),
+            mesh_seen.clone(),
             interval,
             stopped(),
         )));
@@ -127,6 +129,7 @@ pub async fn serve(
     state.peer_nodes = std::sync::Arc::new(registry.clone());
     state.nodes = Some(registry);
     state.peer_stats = peer_stats;
+    state.mesh_seen = mesh_seen;
     state.secure_cookies = config.secure_cookies;
     state.plugins = plugins.clone();
     state.placement = config.placement.clone();

@@ -30,3 +30,6 @@ mod agent;
 mod dataplane;
 mod netns;
 mod nodes;
+
+/// Meshes across four agents in namespaces: apply, change, restart, repair, delete.
+mod meshes;

@@ -1,7 +1,7 @@
 //! The agent's endpoints (the table in `agent_api`), each a thin call into the data plane.
 //! A refusal is an `AgentErrorBody` with a status that says whose fault it was.
 
-use crate::agent_api::{AgentErrorBody, InterfaceSpec, PeerSpec, PublicKey};
+use crate::agent_api::{AgentErrorBody, InterfaceSpec, MeshSpec, PeerSpec, PublicKey};
 use crate::dataplane::{DataPlane, PlaneError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,6 +24,8 @@ pub fn routes(plane: Arc<DataPlane>, started: Instant) -> Router {
         .route("/v1/wg", get(dump))
         .route("/v1/peers", post(add_peer))
         .route("/v1/peers/{key}", delete(remove_peer))
+        .route("/v1/meshes", get(meshes))
+        .route("/v1/meshes/{id}", put(put_mesh).delete(delete_mesh))
         .with_state(Agent { plane, started })
 }
 
@@ -41,6 +43,7 @@ impl IntoResponse for PlaneError {
             PlaneError::NoInterface(_) => (StatusCode::CONFLICT, "no_interface"),
             PlaneError::Overlap { .. } => (StatusCode::CONFLICT, "overlap"),
             PlaneError::Full(_) => (StatusCode::CONFLICT, "full"),
+            PlaneError::Stale { .. } => (StatusCode::CONFLICT, "stale_generation"),
             PlaneError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             _ => {
                 tracing::error!(error = %self, "data plane failed");
@@ -103,6 +106,37 @@ async fn remove_peer(State(a): State<Agent>, Path(key): Path<String>) -> Respons
     match a.plane.remove_peer(&key).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => refuse(StatusCode::NOT_FOUND, "no_peer", format!("no peer {key}")),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn meshes(State(a): State<Agent>) -> Response {
+    Json(a.plane.meshes().await).into_response()
+}
+
+async fn put_mesh(
+    State(a): State<Agent>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let spec: MeshSpec = match parse(&body) {
+        Ok(s) => s,
+        Err(e) => return bad_body(e),
+    };
+    match a.plane.put_mesh(&id, &spec).await {
+        Ok((status, _changed)) => Json(status).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_mesh(State(a): State<Agent>, Path(id): Path<String>) -> Response {
+    match a.plane.delete_mesh(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no mesh {id:?} on this node"),
+        ),
         Err(e) => e.into_response(),
     }
 }

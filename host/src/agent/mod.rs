@@ -143,7 +143,11 @@ pub async fn run(
         other => return Err(AgentError::SecretCount(other.len())),
     };
     let guard = open_guard(&args.node_id, secrets, &args.data_dir)?;
-    let plane = DataPlane::open(args.data_dir.clone(), args.peer_interface.clone())?;
+    let plane = DataPlane::open_with(
+        args.data_dir.clone(),
+        args.peer_interface.clone(),
+        args.uapi_dir.clone(),
+    )?;
     // Interfaces and peers come back before the controller is answered.
     plane.restore().await;
     let listen_err = |source| AgentError::Listen {

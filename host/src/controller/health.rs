@@ -107,10 +107,12 @@ pub async fn round(registry: &Registry, seen: &WgSeen) -> Result<usize, crate::s
     Ok(n)
 }
 
-/// Polls every `interval` until `shutdown` resolves.
+/// Polls every `interval` until `shutdown` resolves; after each health round, a mesh round
+/// keeps applied meshes in step (and repairs drift).
 pub async fn run_scheduler(
     registry: Registry,
     seen: WgSeen,
+    meshes: super::meshes::MeshSeen,
     interval: Duration,
     shutdown: impl Future,
 ) {
@@ -127,6 +129,12 @@ pub async fn run_scheduler(
             r = round(&registry, &seen) => match r {
                 Ok(n) => tracing::debug!(nodes = n, "health round done"),
                 Err(e) => tracing::warn!(error = %e, "health round not recorded"),
+            },
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = super::meshes::round(&registry, &meshes, None) => if let Err(e) = r {
+                tracing::warn!(error = %e, "mesh round not recorded");
             },
         }
     }

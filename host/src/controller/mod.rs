@@ -3,6 +3,7 @@
 //! `agent_client`; keeps its state only through `store`.
 
 pub mod health;
+pub mod meshes;
 pub mod nodes;
 pub mod peers;
 pub mod wg_stats;

@@ -12,11 +12,13 @@ pub mod state;
 pub mod uapi;
 
 use crate::agent_api::{
-    InterfaceDump, InterfaceSpec, InterfaceSummary, PeerDump, PeerSpec, PublicKey, WgDump,
+    InterfaceDump, InterfaceSpec, InterfaceSummary, MeshList, MeshSpec, MeshStatus, PeerDump,
+    PeerSpec, PublicKey, WgDump,
 };
 use device::Device;
-use state::{InterfaceState, State};
-use std::collections::HashMap;
+use keys::KeyPair;
+use state::{InterfaceState, MeshState, State};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
@@ -32,6 +34,12 @@ pub enum PlaneError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("mesh {id} is at generation {applied}; generation {asked} is older")]
+    Stale {
+        id: String,
+        applied: u64,
+        asked: u64,
+    },
     #[error("interface {0} already holds its maximum of peers")]
     Full(String),
     #[error(transparent)]
@@ -42,12 +50,17 @@ pub enum PlaneError {
     Keys(#[from] keys::KeyError),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error("IP forwarding: {0}")]
+    Forwarding(std::io::Error),
     #[error("UAPI socket for {iface}: {source}")]
     Uapi {
         iface: String,
         source: std::io::Error,
     },
 }
+
+/// The name of the key file shared by mesh interfaces (no interface name starts with a dot).
+const MESH_KEY: &str = ".mesh";
 
 /// A running interface and what serves its UAPI socket.
 struct Running {
@@ -65,6 +78,11 @@ pub struct DataPlane {
     dir: PathBuf,
     /// The name of the node's peer interface.
     peer_interface: String,
+    /// Where the UAPI sockets go (`/var/run/wireguard`, where `wg` looks).
+    uapi_dir: PathBuf,
+    /// The key every mesh interface of this node uses (`keys/.mesh.key`): the controller
+    /// learns it once and can configure a member's peers before that member runs the mesh.
+    mesh_keys: KeyPair,
     inner: tokio::sync::Mutex<Inner>,
     me: Weak<DataPlane>,
 }
@@ -73,6 +91,16 @@ impl DataPlane {
     /// A data plane whose state lives in `dir`. Nothing runs until [`DataPlane::restore`] or
     /// the first `put_interface`, so an agent never asked for an interface needs no root.
     pub fn open(dir: PathBuf, peer_interface: String) -> Result<Arc<DataPlane>, PlaneError> {
+        Self::open_with(dir, peer_interface, PathBuf::from(uapi::SOCKET_DIR))
+    }
+
+    /// [`DataPlane::open`] with the UAPI sockets in `uapi_dir` (several agents on one
+    /// machine, as in tests, would otherwise share `/var/run/wireguard`).
+    pub fn open_with(
+        dir: PathBuf,
+        peer_interface: String,
+        uapi_dir: PathBuf,
+    ) -> Result<Arc<DataPlane>, PlaneError> {
         // Linux interface names: at most 15 bytes; these characters keep the UAPI path sane.
         let ok = !peer_interface.is_empty()
             && peer_interface.len() <= 15
@@ -86,9 +114,12 @@ impl DataPlane {
             )));
         }
         let state = State::load(&dir)?;
+        let mesh_keys = keys::load_or_create(&dir, MESH_KEY)?;
         Ok(Arc::new_cyclic(|me| DataPlane {
             dir,
             peer_interface,
+            uapi_dir,
+            mesh_keys,
             inner: tokio::sync::Mutex::new(Inner {
                 state,
                 running: HashMap::new(),
@@ -120,17 +151,38 @@ impl DataPlane {
                 }
             }
         }
+        let meshes = inner.state.meshes.clone();
+        for mesh in meshes {
+            match self.apply_mesh(&mut inner, &mesh.spec, None).await {
+                Ok(()) => {
+                    tracing::info!(mesh = %mesh.id, iface = %mesh.spec.interface, generation = mesh.spec.generation, "mesh restored")
+                }
+                Err(e) => tracing::error!(mesh = %mesh.id, error = %e, "cannot restore mesh"),
+            }
+        }
     }
 
     async fn start(&self, name: &str, spec: &InterfaceSpec) -> Result<Running, PlaneError> {
         let keys = keys::load_or_create(&self.dir, name)?;
-        let device = Device::start(name, keys, spec.listen_port)?;
-        netlink::configure(name, spec.address, u32::from(device::MTU)).await?;
+        self.start_with(name, keys, spec.listen_port, spec.address, device::MTU)
+            .await
+    }
+
+    async fn start_with(
+        &self,
+        name: &str,
+        keys: KeyPair,
+        listen_port: u16,
+        address: ipnet::IpNet,
+        mtu: u16,
+    ) -> Result<Running, PlaneError> {
+        let device = Device::start(name, keys, listen_port)?;
+        netlink::configure(name, address, u32::from(mtu)).await?;
         let me = self
             .me
             .upgrade()
             .ok_or_else(|| PlaneError::Invalid("shutting down".into()))?;
-        let uapi = uapi::serve(me, name).map_err(|source| PlaneError::Uapi {
+        let uapi = uapi::serve(me, &self.uapi_dir, name).map_err(|source| PlaneError::Uapi {
             iface: name.to_string(),
             source,
         })?;
@@ -384,6 +436,214 @@ impl DataPlane {
                 5 // EIO
             }
         }
+    }
+}
+
+impl DataPlane {
+    /// The public half of the node's mesh key.
+    pub fn mesh_key(&self) -> PublicKey {
+        PublicKey(*self.mesh_keys.public.as_bytes())
+    }
+
+    /// `PUT /v1/meshes/{id}`: makes the mesh's interface exactly `spec` (true), or finds it
+    /// so already (false). An older generation than the applied one is refused.
+    pub async fn put_mesh(
+        &self,
+        id: &str,
+        spec: &MeshSpec,
+    ) -> Result<(MeshStatus, bool), PlaneError> {
+        if !crate::agent_api::valid_mesh_id(id) {
+            return Err(PlaneError::Invalid(format!(
+                "mesh id {id:?} must be 1 to 64 of a-z 0-9"
+            )));
+        }
+        spec.validate().map_err(PlaneError::Invalid)?;
+        if spec.interface == self.peer_interface {
+            return Err(PlaneError::Invalid(format!(
+                "interface {} is the peer interface",
+                spec.interface
+            )));
+        }
+        let mut inner = self.inner.lock().await;
+        if let Some(m) = inner
+            .state
+            .meshes
+            .iter()
+            .find(|m| m.id != id && m.spec.interface == spec.interface)
+        {
+            return Err(PlaneError::Invalid(format!(
+                "interface {} is mesh {}'s",
+                spec.interface, m.id
+            )));
+        }
+        let old = inner.state.mesh(id).cloned();
+        if let Some(old) = &old {
+            if spec.generation < old.spec.generation {
+                return Err(PlaneError::Stale {
+                    id: id.to_string(),
+                    applied: old.spec.generation,
+                    asked: spec.generation,
+                });
+            }
+            if old.spec == *spec && in_sync(&inner, &old.spec) {
+                return Ok((mesh_status(&inner, old), false));
+            }
+        }
+        self.apply_mesh(&mut inner, spec, old.as_ref().map(|o| &o.spec))
+            .await?;
+        let saved = MeshState {
+            id: id.to_string(),
+            spec: spec.clone(),
+        };
+        match inner.state.meshes.iter_mut().find(|m| m.id == id) {
+            Some(m) => *m = saved.clone(),
+            None => inner.state.meshes.push(saved.clone()),
+        }
+        inner.state.save(&self.dir)?;
+        Ok((mesh_status(&inner, &saved), true))
+    }
+
+    /// Brings the running interface to `spec`: the device (restarted when its port or name
+    /// changed), address and MTU, peers (and no others), endpoints, routes, forwarding.
+    async fn apply_mesh(
+        &self,
+        inner: &mut Inner,
+        spec: &MeshSpec,
+        old: Option<&MeshSpec>,
+    ) -> Result<(), PlaneError> {
+        let iface = spec.interface.as_str();
+        if let Some(old) = old
+            && old.interface != spec.interface
+        {
+            inner.running.remove(&old.interface);
+        }
+        let restart = inner
+            .running
+            .get(iface)
+            .is_none_or(|r| r.device.listen_port() != spec.listen_port);
+        if restart {
+            inner.running.remove(iface);
+            let running = self
+                .start_with(
+                    iface,
+                    self.mesh_keys.clone(),
+                    spec.listen_port,
+                    spec.address,
+                    spec.mtu,
+                )
+                .await?;
+            inner.running.insert(iface.to_string(), running);
+        } else {
+            netlink::configure(iface, spec.address, u32::from(spec.mtu)).await?;
+        }
+        let device = &inner
+            .running
+            .get(iface)
+            .ok_or_else(|| PlaneError::NoInterface(iface.to_string()))?
+            .device;
+        let wanted: HashSet<PublicKey> = spec.peers.iter().map(|p| p.public_key).collect();
+        for p in device.dump() {
+            if !wanted.contains(&p.public_key) {
+                device.remove_peer(&p.public_key);
+            }
+        }
+        let current: HashMap<PublicKey, Option<std::net::SocketAddr>> = device
+            .dump()
+            .into_iter()
+            .map(|p| (p.public_key, p.endpoint))
+            .collect();
+        for (peer, spec_peer) in spec.peer_specs().zip(&spec.peers) {
+            device.set_peer(&peer);
+            let was = old.and_then(|o| o.peers.iter().find(|p| p.public_key == peer.public_key));
+            let endpoint_changed = was.map(|w| &w.endpoint) != Some(&spec_peer.endpoint);
+            let unknown = current.get(&peer.public_key).copied().flatten().is_none();
+            if let Some(ep) = &spec_peer.endpoint
+                && (endpoint_changed || unknown)
+            {
+                match tokio::net::lookup_host(ep.as_ref())
+                    .await
+                    .map(|mut a| a.next())
+                {
+                    Ok(Some(addr)) => device.set_endpoint(&peer.public_key, addr),
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(iface, endpoint = %ep, "cannot resolve a mesh peer's endpoint; waiting for it to call")
+                    }
+                }
+            }
+        }
+        let routes: Vec<ipnet::IpNet> = spec
+            .peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().copied())
+            .collect();
+        netlink::set_routes(iface, &routes).await?;
+        if spec.forward {
+            let v4 = spec.address.addr().is_ipv4() || routes.iter().any(|n| n.addr().is_ipv4());
+            let v6 = spec.address.addr().is_ipv6() || routes.iter().any(|n| n.addr().is_ipv6());
+            netlink::enable_forwarding(v4, v6).map_err(PlaneError::Forwarding)?;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /v1/meshes/{id}`: stops the mesh's interface (the kernel drops its address and
+    /// routes with it). False if the node has no such mesh.
+    pub async fn delete_mesh(&self, id: &str) -> Result<bool, PlaneError> {
+        let mut inner = self.inner.lock().await;
+        let Some(pos) = inner.state.meshes.iter().position(|m| m.id == id) else {
+            return Ok(false);
+        };
+        let gone = inner.state.meshes.remove(pos);
+        inner.running.remove(&gone.spec.interface);
+        inner.state.save(&self.dir)?;
+        Ok(true)
+    }
+
+    /// `GET /v1/meshes`.
+    pub async fn meshes(&self) -> MeshList {
+        let inner = self.inner.lock().await;
+        MeshList {
+            mesh_key: self.mesh_key(),
+            meshes: inner
+                .state
+                .meshes
+                .iter()
+                .map(|m| mesh_status(&inner, m))
+                .collect(),
+        }
+    }
+}
+
+/// Whether the running interface has exactly the peers and allowed IPs of `spec`.
+fn in_sync(inner: &Inner, spec: &MeshSpec) -> bool {
+    let Some(r) = inner.running.get(&spec.interface) else {
+        return false;
+    };
+    let running: HashMap<PublicKey, HashSet<ipnet::IpNet>> = r
+        .device
+        .dump()
+        .into_iter()
+        .map(|p| (p.public_key, p.allowed_ips.into_iter().collect()))
+        .collect();
+    running.len() == spec.peers.len()
+        && spec.peers.iter().all(|p| {
+            running.get(&p.public_key).is_some_and(|ips| {
+                ips.len() == p.allowed_ips.len() && p.allowed_ips.iter().all(|n| ips.contains(n))
+            })
+        })
+}
+
+fn mesh_status(inner: &Inner, m: &MeshState) -> MeshStatus {
+    MeshStatus {
+        id: m.id.clone(),
+        generation: m.spec.generation,
+        digest: m.spec.digest(),
+        interface: m.spec.interface.clone(),
+        in_sync: in_sync(inner, &m.spec),
+        peers: inner
+            .running
+            .get(&m.spec.interface)
+            .map(|r| r.device.dump())
+            .unwrap_or_default(),
     }
 }
 

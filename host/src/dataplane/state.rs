@@ -3,7 +3,7 @@
 //! to a temporary file, synced, renamed over the old one and the folder synced: a crash
 //! leaves the old state or the new, never half of one.
 
-use crate::agent_api::{InterfaceSpec, PeerSpec};
+use crate::agent_api::{InterfaceSpec, MeshSpec, PeerSpec};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,18 @@ pub struct InterfaceState {
     pub peers: Vec<PeerSpec>,
 }
 
+/// One mesh as the controller last applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshState {
+    pub id: String,
+    pub spec: MeshSpec,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub interfaces: Vec<InterfaceState>,
+    #[serde(default)]
+    pub meshes: Vec<MeshState>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +49,10 @@ pub enum StateError {
 impl State {
     pub fn interface(&self, name: &str) -> Option<&InterfaceState> {
         self.interfaces.iter().find(|i| i.name == name)
+    }
+
+    pub fn mesh(&self, id: &str) -> Option<&MeshState> {
+        self.meshes.iter().find(|m| m.id == id)
     }
 
     pub fn interface_mut(&mut self, name: &str) -> Option<&mut InterfaceState> {
@@ -85,6 +98,13 @@ mod tests {
     use crate::agent_api::PublicKey;
 
     #[test]
+    fn a_state_file_from_before_meshes_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), r#"{"interfaces": []}"#).unwrap();
+        assert_eq!(State::load(dir.path()).unwrap(), State::default());
+    }
+
+    #[test]
     fn state_survives_a_save_and_load_and_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), State::default());
@@ -100,6 +120,23 @@ mod tests {
                     allowed_ips: vec!["10.8.0.2/32".parse().unwrap()],
                     persistent_keepalive: Some(25),
                 }],
+            }],
+            meshes: vec![MeshState {
+                id: "0123456789abcdef".into(),
+                spec: MeshSpec {
+                    generation: 3,
+                    interface: "wg-01234567".into(),
+                    address: "10.99.0.1/32".parse().unwrap(),
+                    listen_port: 51821,
+                    mtu: 1420,
+                    forward: true,
+                    peers: vec![crate::agent_api::MeshPeerSpec {
+                        public_key: PublicKey([4; 32]),
+                        endpoint: Some("198.51.100.2:51821".into()),
+                        allowed_ips: vec!["10.99.0.2/32".parse().unwrap()].into(),
+                        persistent_keepalive: Some(25),
+                    }],
+                },
             }],
         };
         state.save(dir.path()).unwrap();

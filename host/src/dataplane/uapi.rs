@@ -130,8 +130,8 @@ pub fn parse_set(lines: &[String]) -> Result<SetRequest, Refused> {
 }
 
 /// The socket path of `iface`.
-pub fn socket_path(iface: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{iface}.sock"))
+pub fn socket_path(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("{iface}.sock"))
 }
 
 /// A bound UAPI socket; removes its file when dropped.
@@ -147,11 +147,12 @@ impl Drop for Server {
     }
 }
 
-/// Binds `/var/run/wireguard/<iface>.sock` (replacing a stale one) and serves it.
-pub fn serve(plane: Arc<DataPlane>, iface: &str) -> std::io::Result<Server> {
+/// Binds `<dir>/<iface>.sock` (replacing a stale one) and serves it; `dir` is
+/// [`SOCKET_DIR`] unless the agent was told otherwise.
+pub fn serve(plane: Arc<DataPlane>, dir: &Path, iface: &str) -> std::io::Result<Server> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(SOCKET_DIR)?;
-    let path = socket_path(iface);
+    std::fs::create_dir_all(dir)?;
+    let path = socket_path(dir, iface);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;

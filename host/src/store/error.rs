@@ -82,6 +82,14 @@ pub enum StoreError {
     /// WireGuard tells peers apart by key: two peers cannot share one.
     #[error("public key {key} is already used by peer {peer:?}")]
     PeerKeyTaken { key: String, peer: String },
+    #[error("mesh name {0:?} is already taken")]
+    MeshNameTaken(String),
+    #[error(
+        "there is no overlay pool: create a pool and make it the overlay (PUT /api/v1/overlay) first"
+    )]
+    NoOverlayPool,
+    #[error("node {node:?} is a member of mesh {mesh:?}: take it out of the mesh first")]
+    NodeInMesh { node: String, mesh: String },
     #[error("{0}")]
     Invalid(String),
     #[error("cursor {0:?} is not one this API gave")]

@@ -13,6 +13,7 @@ mod crash_tests;
 mod devices;
 mod error;
 mod listing;
+mod meshes;
 mod nodes;
 mod notes;
 mod peers;
@@ -29,6 +30,7 @@ mod users;
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
+pub use meshes::{Mesh, MeshMember};
 pub use nodes::{
     MAX_LABELS, Node, NodePatch, NodeSpec, NodeStatus, Observation, SealedSecret, node_owner,
 };
@@ -115,6 +117,8 @@ tables! {
     peer_keys: PEER_KEYS<&'static [u8], &'static str>,
     peers_by_node: PEERS_BY_NODE<(&'static str, &'static str), ()>,
     nodes: NODES<&'static str, &'static [u8]>,
+    meshes: MESHES<&'static str, &'static [u8]>,
+    mesh_names: MESH_NAMES<&'static str, &'static str>,
 }
 
 /// A consistent snapshot to read from.
@@ -340,7 +344,7 @@ fn migrate(db: &Database) -> Result<()> {
             }
             Some(v) => {
                 // Each step runs in this transaction, with the version bump: all or nothing.
-                // Versions 5 (plugin_runs) and 6 (peers, nodes) need no step:
+                // Versions 5 (plugin_runs), 6 (peers, nodes) and 7 (meshes) need no step:
                 // `WriteTables::open` above created their tables, and an older file has
                 // nothing to carry over into them.
                 if v < 4 {

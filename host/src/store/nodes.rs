@@ -83,6 +83,9 @@ pub struct Node {
     pub public_key: Option<PublicKey>,
     /// Its persistent address in the overlay pool, the same in every mesh.
     pub overlay_address: Option<IpAddr>,
+    /// The public key its mesh interfaces share, as its agent reported it.
+    #[serde(default)]
+    pub mesh_key: Option<PublicKey>,
     pub created: jiff::Timestamp,
     pub created_by: String,
 }
@@ -232,6 +235,21 @@ impl Reader {
 }
 
 impl Writer<'_> {
+    pub(crate) fn node_in_txn(&self, name: &str) -> Result<Option<Node>> {
+        get_json(&self.t.nodes, "nodes", name)
+    }
+
+    pub(crate) fn put_node_in_txn(&mut self, node: &Node) -> Result<()> {
+        self.put_node(node)
+    }
+
+    pub(crate) fn overlay_pool_in_txn(&self) -> Result<Option<super::Pool>> {
+        match self.t.meta.get("overlay_pool")?.map(|g| g.value()) {
+            Some(id) => get_json(&self.t.pools, "pools", id),
+            None => Ok(None),
+        }
+    }
+
     fn put_node(&mut self, node: &Node) -> Result<()> {
         self.t
             .nodes
@@ -265,10 +283,7 @@ impl Writer<'_> {
         check_numbers(spec.listen_port, spec.max_peers, spec.weight)?;
         check_labels(&spec.labels)?;
         let pool = self.pool(&spec.peer_pool)?;
-        let overlay = match self.t.meta.get("overlay_pool")?.map(|g| g.value()) {
-            Some(id) => get_json::<_, super::Pool>(&self.t.pools, "pools", id)?,
-            None => None,
-        };
+        let overlay = self.overlay_pool_in_txn()?;
         let overlay_address = match overlay {
             Some(overlay) => {
                 let req = super::AllocationRequest {
@@ -301,6 +316,7 @@ impl Writer<'_> {
             last_error: None,
             public_key: None,
             overlay_address,
+            mesh_key: None,
             created: self.now,
             created_by: actor.to_string(),
         };
@@ -369,6 +385,12 @@ impl Writer<'_> {
             return Err(StoreError::NodeHasPeers {
                 node: name.to_string(),
                 peers,
+            });
+        }
+        if let Some(mesh) = self.meshes_of(name)?.into_iter().next() {
+            return Err(StoreError::NodeInMesh {
+                node: name.to_string(),
+                mesh,
             });
         }
         if let Some(ip) = node.overlay_address

@@ -13,8 +13,9 @@ use redb::TableDefinition;
 /// postcard instead of JSON. Since 3, without a bump: `users` and `sessions` (new tables start
 /// empty and are created on open, so an older file needs no migration). 4: adds `events`
 /// (back-filled from `history`: an empty one would hide the older changes). 5: adds
-/// `plugin_runs` (starts empty).
-pub const SCHEMA_VERSION: u64 = 6;
+/// `plugin_runs` (starts empty). 6: `peers`, `peer_keys`, `peers_by_node`, `nodes`. 7: `meshes`,
+/// `mesh_names` (all start empty).
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`,
 /// `"next_plugin_run_id"`.
@@ -66,3 +67,7 @@ pub const PEER_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("peer_k
 pub const PEERS_BY_NODE: TableDefinition<(&str, &str), ()> = TableDefinition::new("peers_by_node");
 /// node name -> `Node` (JSON; its shared secret only sealed, see `secretbox`).
 pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// mesh id -> `Mesh` (JSON: the desired state, its generation).
+pub const MESHES: TableDefinition<&str, &[u8]> = TableDefinition::new("meshes");
+/// mesh name -> mesh id.
+pub const MESH_NAMES: TableDefinition<&str, &str> = TableDefinition::new("mesh_names");

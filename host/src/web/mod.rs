@@ -11,9 +11,12 @@
 //! - a signed-in admin: every other page write (with the session's CSRF token).
 
 mod addresses;
+#[cfg(test)]
+mod api_fixture;
 mod auth;
 mod csv_io;
 mod error;
+mod meshes;
 mod nodes;
 mod pages;
 mod peers;
@@ -69,6 +72,8 @@ pub struct AppState {
     pub nodes: Option<crate::controller::nodes::Registry>,
     /// What the last poll of each node saw of its peers (handshake, transfer).
     pub peer_stats: crate::controller::wg_stats::WgSeen,
+    /// What the last mesh round saw on each node.
+    pub mesh_seen: crate::controller::meshes::MeshSeen,
 }
 
 impl AppState {
@@ -85,6 +90,7 @@ impl AppState {
             placement: crate::placement::Strategy::LeastLoaded,
             peer_nodes: Arc::new(crate::controller::peers::NoNodes),
             peer_stats: Default::default(),
+            mesh_seen: Default::default(),
             nodes: None,
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -149,6 +155,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(plugins::router())
         .merge(nodes::router())
         .merge(peers::router())
+        .merge(meshes::router())
         .split_for_parts()
 }
 
