@@ -223,9 +223,12 @@ pub fn valid_mesh_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// What every mesh interface's name starts with (and no peer interface's).
+pub const MESH_INTERFACE_PREFIX: &str = "wg-";
+
 /// The interface a mesh runs on, on every member: `wg-` and the first 8 characters of its id.
 pub fn mesh_interface(id: &str) -> String {
-    format!("wg-{}", id.get(..8).unwrap_or(id))
+    format!("{MESH_INTERFACE_PREFIX}{}", id.get(..8).unwrap_or(id))
 }
 
 /// `PUT /v1/meshes/{id}`: the whole state one member should have for one mesh. The agent
@@ -259,7 +262,7 @@ pub struct MeshPeerSpec {
 impl MeshSpec {
     /// What the agent checks before acting on it.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.interface.starts_with("wg-") || self.interface.len() > 15 {
+        if !self.interface.starts_with(MESH_INTERFACE_PREFIX) || self.interface.len() > 15 {
             return Err(format!(
                 "interface: {:?} is not a mesh interface name",
                 self.interface

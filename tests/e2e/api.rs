@@ -373,6 +373,50 @@ fn routes() -> Vec<Route> {
             Body::None,
             S::OK,
         ),
+        // A mesh of n1 alone, whose agent never answers: applied, it shows n1 as missing.
+        r(
+            M::GET,
+            "/api/v1/meshes",
+            "/api/v1/meshes",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::POST,
+            "/api/v1/meshes",
+            "/api/v1/meshes",
+            Body::Json(json!({"name": "m1", "members": [{"node": "n1"}]})),
+            S::CREATED,
+        ),
+        r(
+            M::GET,
+            "/api/v1/meshes/{mesh}",
+            "/api/v1/meshes/m1",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::PUT,
+            "/api/v1/meshes/{mesh}",
+            "/api/v1/meshes/m1",
+            Body::Json(json!({"name": "m1", "members": [
+                {"node": "n1", "lan_subnets": ["192.168.50.0/24"]}]})),
+            S::OK,
+        ),
+        r(
+            M::POST,
+            "/api/v1/meshes/{mesh}/apply",
+            "/api/v1/meshes/m1/apply",
+            Body::None,
+            S::OK,
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/meshes/{mesh}",
+            "/api/v1/meshes/m1",
+            Body::None,
+            S::OK,
+        ),
         r(
             M::DELETE,
             "/api/v1/nodes/{name}",

@@ -32,10 +32,12 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+#[allow(dead_code)]
 pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+#[allow(dead_code)]
 pub fn report(label: &str, t: &[Duration]) {
     println!(
         "  {label:<44} median {:>9.2} µs   p99 {:>9.2} µs",

@@ -69,12 +69,17 @@ pub struct TestOutcome {
 
 /// The public key of a node's peer interface in its health: the one named
 /// [`PEER_INTERFACE`], or the only interface when it runs just one.
+/// Mesh interfaces (`wg-…`) never count.
 pub fn peer_interface_key(health: &Health) -> Option<PublicKey> {
-    health
+    let candidates: Vec<_> = health
         .interfaces
         .iter()
+        .filter(|i| !i.name.starts_with(crate::agent_api::MESH_INTERFACE_PREFIX))
+        .collect();
+    candidates
+        .iter()
         .find(|i| i.name == PEER_INTERFACE)
-        .or(match health.interfaces.as_slice() {
+        .or(match candidates.as_slice() {
             [only] => Some(only),
             _ => None,
         })
@@ -222,5 +227,44 @@ impl NodeSource for Registry {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_api::InterfaceSummary;
+
+    fn iface(name: &str, key: u8) -> InterfaceSummary {
+        InterfaceSummary {
+            name: name.into(),
+            public_key: PublicKey([key; 32]),
+            listen_port: 51820,
+            address: None,
+            peers: 0,
+        }
+    }
+
+    #[test]
+    fn the_peer_interface_key_never_comes_from_a_mesh_interface() {
+        let health = |ifaces: Vec<InterfaceSummary>| Health {
+            version: "t".into(),
+            uptime_seconds: 1,
+            load_average: [0.0; 3],
+            interfaces: ifaces,
+        };
+        assert_eq!(
+            peer_interface_key(&health(vec![iface("wg-0123abcd", 1)])),
+            None
+        );
+        assert_eq!(
+            peer_interface_key(&health(vec![iface("wg-0123abcd", 1), iface("wp7", 2)])),
+            Some(PublicKey([2; 32])),
+            "the only interface that is not a mesh's"
+        );
+        assert_eq!(
+            peer_interface_key(&health(vec![iface("weft0", 3), iface("other", 4)])),
+            Some(PublicKey([3; 32]))
+        );
     }
 }

@@ -113,6 +113,12 @@ impl DataPlane {
                 "interface name {peer_interface:?} must be 1 to 15 of A-Z a-z 0-9 _ - ."
             )));
         }
+        if peer_interface.starts_with(crate::agent_api::MESH_INTERFACE_PREFIX) {
+            return Err(PlaneError::Invalid(format!(
+                "interface name {peer_interface:?}: names starting with {:?} are for meshes",
+                crate::agent_api::MESH_INTERFACE_PREFIX
+            )));
+        }
         let state = State::load(&dir)?;
         let mesh_keys = keys::load_or_create(&dir, MESH_KEY)?;
         Ok(Arc::new_cyclic(|me| DataPlane {

@@ -8,6 +8,7 @@
 mod addresses;
 mod dashboard;
 mod login;
+mod meshes;
 mod nodes;
 pub mod peers;
 mod plugins;
@@ -34,6 +35,7 @@ const CSS: &str = concat!(
     include_str!("plugins.css"),
     include_str!("peers.css"),
     include_str!("nodes.css"),
+    include_str!("meshes.css"),
 );
 /// Bumped with each release, so the year-long cache never serves an old stylesheet.
 const CSS_URL: &str = concat!("/static/weft.css?v=", env!("CARGO_PKG_VERSION"));
@@ -49,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .merge(plugins::router())
         .merge(nodes::router())
         .merge(peers::router())
+        .merge(meshes::router())
 }
 
 async fn css() -> Response {

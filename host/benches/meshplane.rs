@@ -1,0 +1,329 @@
+//! Where a weft mesh's data plane stands: iperf3 TCP (one stream, A → B) and ping round
+//! trips between two network namespaces over (1) the bare veth between them (the ceiling),
+//! (2) wireguard-go from Debian, and (3) a two-node weft mesh — two real `weft agent`
+//! processes given their configuration by `mesh::config::generate` through the signed
+//! `PUT /v1/meshes/{id}`, exactly as the controller applies it. The three are interleaved,
+//! several rounds each, in one run; min and median are quoted, and the ratios weft ÷
+//! wireguard-go and weft ÷ veth.
+//!
+//! Run as root: `cargo bench -p weft --bench meshplane` (needs ip, iperf3, wireguard-go, wg,
+//! ping; skips, saying why, elsewhere). `WEFT_BENCH_QUICK=1` (or `cargo test --benches`):
+//! one round of 1 s each.
+
+mod common;
+#[path = "../../tests/e2e/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+
+use netns::{Netns, cannot_run, link};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use weft::agent_api::{MeshList, MeshStatus};
+use weft::agent_client::AgentClient;
+use weft::mesh::Topology;
+use weft::mesh::config::{Member, MeshParams, generate};
+use weft::protocol::{Secret, Secrets};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const MESH_ID: &str = "be4c0ffee0000001";
+
+fn stdout(out: std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// iperf3 from `a` to `server` for `secs`: received bits per second.
+fn iperf(a: &Netns, server: &str, secs: u32) -> f64 {
+    let out = a.try_exec(&["iperf3", "-c", server, "-t", &secs.to_string(), "-J"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// The median round trip of 100 pings 10 ms apart, in microseconds.
+fn rtt(a: &Netns, ip: &str) -> f64 {
+    let out = a.try_exec(&["ping", "-c", "100", "-i", "0.01", "-W", "1", ip]);
+    let mut times: Vec<f64> = stdout(out)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Two wireguard-go interfaces, one per namespace, over the veth. Their names differ: the
+/// UAPI sockets of both live in the one /var/run/wireguard.
+fn wireguard_go(a: &Netns, b: &Netns, ifaces: &[String; 2], dir: &Path) {
+    let keys: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let private = stdout(
+                std::process::Command::new("wg")
+                    .arg("genkey")
+                    .output()
+                    .expect("wg genkey"),
+            );
+            let mut pubkey = std::process::Command::new("wg")
+                .arg("pubkey")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("wg pubkey");
+            use std::io::Write;
+            pubkey
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(private.as_bytes())
+                .expect("write");
+            let public = stdout(pubkey.wait_with_output().expect("wg pubkey"));
+            (private.trim().to_string(), public.trim().to_string())
+        })
+        .collect();
+    for (i, ns) in [a, b].into_iter().enumerate() {
+        let iface = ifaces[i].as_str();
+        let key_file = dir.join(format!("wg{i}.key"));
+        std::fs::write(&key_file, &keys[i].0).expect("key file");
+        ns.exec(&[
+            "env",
+            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
+            "wireguard-go",
+            iface,
+        ]);
+        let other = 1 - i;
+        ns.exec(&[
+            "wg",
+            "set",
+            iface,
+            "listen-port",
+            "51900",
+            "private-key",
+            key_file.to_str().expect("path"),
+            "peer",
+            &keys[other].1,
+            "allowed-ips",
+            &format!("10.251.0.{}/32", other + 1),
+            "endpoint",
+            &format!("10.250.0.{}:51900", other + 1),
+        ]);
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.251.0.{}/24", i + 1),
+            "dev",
+            iface,
+        ]);
+        ns.exec(&["ip", "link", "set", iface, "mtu", "1420", "up"]);
+    }
+}
+
+fn write_secret(path: &Path, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, secret).expect("secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+}
+
+/// Two weft agents, one per namespace, and the mesh between them applied through the
+/// signed API.
+async fn weft_mesh(a: &mut Netns, b: &mut Netns, dir: &Path) {
+    let mut clients = Vec::new();
+    for (i, ns) in [&mut *a, &mut *b].into_iter().enumerate() {
+        let node = format!("bench{i}");
+        let secret = format!("{:064x}", 0xbe_u128 + i as u128);
+        let file = dir.join(format!("{node}.secret"));
+        write_secret(&file, &secret);
+        // The control link from this (the root) namespace.
+        link(
+            None,
+            &format!("10.248.{i}.1/30"),
+            ns,
+            &format!("10.248.{i}.2/30"),
+        );
+        let listen = format!("10.248.{i}.2:7443");
+        let data = dir.join(&node);
+        let uapi = dir.join(format!("{node}-uapi"));
+        ns.spawn(
+            &[
+                WEFT,
+                "agent",
+                "--listen",
+                &listen,
+                "--node-id",
+                &node,
+                "--secret-file",
+                file.to_str().expect("path"),
+                "--data-dir",
+                data.to_str().expect("path"),
+                "--uapi-dir",
+                uapi.to_str().expect("path"),
+            ],
+            &[("WEFT_LOG", "warn")],
+            &dir.join(format!("{node}.log")),
+        );
+        let s = Secret::from_file_contents(secret.as_bytes()).expect("secret");
+        let client = AgentClient::new(
+            format!("http://{listen}/").parse().expect("url"),
+            &node,
+            s.clone(),
+            Secrets::one(s),
+            Duration::from_secs(5),
+        )
+        .expect("client");
+        clients.push(client);
+    }
+    // Each agent's mesh key, once it answers.
+    let mut lists: Vec<MeshList> = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(answer) = c.call(reqwest::Method::GET, "/v1/meshes", Vec::new()).await
+                && let Ok(list) = serde_json::from_slice::<MeshList>(&answer.body)
+            {
+                lists.push(list);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent bench{i} did not come up: {}",
+                std::fs::read_to_string(dir.join(format!("bench{i}.log"))).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let names = ["bench0", "bench1"];
+    let hosts = ["10.250.0.1", "10.250.0.2"];
+    let members: Vec<Member> = (0..2)
+        .map(|i| Member {
+            node: names[i],
+            public_key: lists[i].mesh_key,
+            overlay: format!("10.252.0.{}", i + 1).parse().expect("ip"),
+            endpoint_host: hosts[i],
+            lan: &[],
+            hub: false,
+        })
+        .collect();
+    let params = MeshParams {
+        id: MESH_ID,
+        topology: Topology::FullMesh,
+        listen_port: 51901,
+        keepalive: 25,
+        mtu: 1420,
+        generation: 1,
+    };
+    for (c, spec) in clients.iter().zip(generate(&params, &members)) {
+        let answer = c
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/meshes/{MESH_ID}"),
+                serde_json::to_vec(&spec).expect("json"),
+            )
+            .await
+            .expect("PUT /v1/meshes");
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let status: MeshStatus = serde_json::from_slice(&answer.body).expect("status");
+        assert!(status.in_sync);
+    }
+}
+
+fn summary(label: &str, v: &mut [f64], unit: f64, unit_name: &str) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    println!(
+        "  {label:<28} min {:>8.3} {unit_name}   median {:>8.3} {unit_name}",
+        v[0] / unit,
+        median / unit
+    );
+    median
+}
+
+fn main() {
+    if let Some(why) = cannot_run() {
+        println!("meshplane: skipped: {why}");
+        return;
+    }
+    if std::process::Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("meshplane: skipped: needs iperf3 (apt-get install iperf3)");
+        return;
+    }
+    let (rounds, secs) = if common::quick() { (1, 1) } else { (5, 5) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Netns::new("ba");
+    let mut b = Netns::new("bb");
+    link(Some(&a), "10.250.0.1/30", &b, "10.250.0.2/30");
+    let wg_ifaces = ["a", "b"].map(|s| format!("wg{s}{}", std::process::id() % 100_000));
+    let _sockets = Sockets(&wg_ifaces);
+    wireguard_go(&a, &b, &wg_ifaces, dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(weft_mesh(&mut a, &mut b, dir.path()));
+    b.spawn(&["iperf3", "-s"], &[], &dir.path().join("iperf3.log"));
+    std::thread::sleep(Duration::from_millis(300));
+    // Warm up every path (handshakes).
+    for ip in ["10.250.0.2", "10.251.0.2", "10.252.0.2"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !a
+            .try_exec(&["ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "no path to {ip}");
+        }
+    }
+    let paths = [
+        ("veth", "10.250.0.2"),
+        ("wireguard-go", "10.251.0.2"),
+        ("weft mesh", "10.252.0.2"),
+    ];
+    let mut bps = vec![Vec::new(); 3];
+    let mut rtts = vec![Vec::new(); 3];
+    for r in 0..rounds {
+        for (i, (_, ip)) in paths.iter().enumerate() {
+            bps[i].push(iperf(&a, ip, secs));
+            rtts[i].push(rtt(&a, ip));
+        }
+        eprintln!("round {} of {rounds} done", r + 1);
+    }
+    println!(
+        "data plane between two namespaces, iperf3 TCP one stream A → B, {rounds} rounds of {secs} s, interleaved:"
+    );
+    let mut med = Vec::new();
+    for (i, (label, _)) in paths.iter().enumerate() {
+        med.push(summary(label, &mut bps[i], 1e9, "Gbit/s"));
+    }
+    println!(
+        "  weft ÷ wireguard-go = {:.2}   weft ÷ veth = {:.3}",
+        med[2] / med[1],
+        med[2] / med[0]
+    );
+    println!("ping round trip (median of 100 pings, per round):");
+    let mut rt_med = Vec::new();
+    for (i, (label, _)) in paths.iter().enumerate() {
+        rt_med.push(summary(label, &mut rtts[i], 1.0, "µs"));
+    }
+    println!(
+        "  added over veth: wireguard-go {:.0} µs, weft {:.0} µs",
+        rt_med[1] - rt_med[0],
+        rt_med[2] - rt_med[0]
+    );
+}
+
+/// Removes wireguard-go's UAPI sockets when the bench ends, however it ends.
+struct Sockets<'a>(&'a [String; 2]);
+
+impl Drop for Sockets<'_> {
+    fn drop(&mut self) {
+        for name in self.0 {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
+    }
+}
