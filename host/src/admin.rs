@@ -1,4 +1,4 @@
-//! Admin commands (tokens, users, plugins) that work whether or not `weft serve` holds the
+//! Admin commands (tokens, users, plugins, backups) that work whether or not `weft serve` holds the
 //! database: while it runs they go through a Unix socket in the data dir (mode 0600), otherwise
 //! the command opens the database (and loads the plugins) itself. Never "database locked".
 
@@ -31,6 +31,11 @@ pub enum AdminRequest {
         name: String,
         role: Role,
         password_hash: String,
+    },
+    /// A consistent copy of the database to `path` (absolute: the server's working folder
+    /// is not the command's).
+    Backup {
+        path: std::path::PathBuf,
     },
     PluginList,
     PluginReload,
@@ -65,6 +70,11 @@ pub enum AdminResponse {
         plugins: Vec<Status>,
     },
     PluginRan(serde_json::Value),
+    /// `serving`: the copy was taken by a running `weft serve`, while it served.
+    BackedUp {
+        rows: u64,
+        serving: bool,
+    },
     Done,
     Error(String),
 }
@@ -105,6 +115,13 @@ pub async fn execute(
             .write(move |w| w.create_user(&name, role, &password_hash))
             .await
             .map(AdminResponse::UserAdded),
+        AdminRequest::Backup { path } => {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.backup(&path))
+                .await
+                .unwrap_or(Err(StoreError::Panicked))
+                .map(|rows| AdminResponse::BackedUp { rows, serving })
+        }
         AdminRequest::PluginList | AdminRequest::PluginReload | AdminRequest::PluginRun { .. } => {
             return AdminResponse::Error("a plugin request reached the store".into());
         }

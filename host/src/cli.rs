@@ -37,6 +37,13 @@ pub enum Command {
     },
     /// Run a node's agent: answers the controller's signed requests (docs/agent-protocol.md).
     Agent(AgentArgs),
+    /// Write a consistent copy of the database to FILE, while `weft serve` runs or not.
+    Backup {
+        /// The new file (an existing one is refused).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
 }
 
 #[derive(Debug, Args)]

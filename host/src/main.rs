@@ -84,6 +84,30 @@ fn run(cli: Cli) -> Result<(), String> {
                 other => Err(format!("unexpected answer from the server: {other:?}")),
             }
         }
+        Command::Backup { file, common } => {
+            // The server may run elsewhere than here: it is given an absolute path.
+            let file =
+                std::path::absolute(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let config = config(common, None)?;
+            let keyfile = config.data_dir.join("node-secrets.key");
+            match admin::run(&config, AdminRequest::Backup { path: file.clone() })
+                .map_err(|e| e.to_string())?
+            {
+                AdminResponse::BackedUp { rows, serving } => {
+                    let how = if serving { " while serving" } else { "" };
+                    println!("backed up {rows} rows to {}{how}", file.display());
+                    if keyfile.exists() {
+                        println!(
+                            "node secrets are sealed under {}: keep a copy of it with the backup",
+                            keyfile.display()
+                        );
+                    }
+                    Ok(())
+                }
+                AdminResponse::Error(e) => Err(e),
+                other => Err(format!("unexpected answer from the server: {other:?}")),
+            }
+        }
         Command::Token { command } => {
             let (common, req) = match command {
                 TokenCommand::Create {

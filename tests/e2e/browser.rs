@@ -310,21 +310,24 @@ impl Walk {
         self.phone_width().await
     }
 
-    /// The nodes and peers pages, before any node: each says how to begin.
+    /// The nodes, peers and meshes pages, before any node: each says how to begin.
     async fn nodes_and_peers(&mut self) -> Result<()> {
-        self.goto("/nodes").await?;
-        self.page("nodes", "/nodes").await?;
-        let empty = self.text("p.empty").await?;
+        for (name, path, says) in [
+            ("nodes", "/nodes", "No nodes yet"),
+            ("peers", "/peers", "No peers yet"),
+            ("meshes", "/meshes", "No meshes yet"),
+        ] {
+            self.goto(path).await?;
+            self.page(name, path).await?;
+            let empty = self.text("p.empty").await?;
+            ensure!(empty.contains(says), "the {name} page shows {empty:?}");
+        }
+        self.goto("/meshes/new").await?;
+        self.page("mesh-new", "/meshes/new").await?;
+        let warning = self.text("p.error").await?;
         ensure!(
-            empty.contains("No nodes yet"),
-            "the nodes page shows {empty:?}"
-        );
-        self.goto("/peers").await?;
-        self.page("peers", "/peers").await?;
-        let empty = self.text("p.empty").await?;
-        ensure!(
-            empty.contains("No peers yet"),
-            "the peers page shows {empty:?}"
+            warning.contains("There is no overlay pool"),
+            "the new-mesh form shows {warning:?}"
         );
         Ok(())
     }

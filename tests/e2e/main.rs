@@ -33,3 +33,9 @@ mod nodes;
 
 /// Meshes across four agents in namespaces: apply, change, restart, repair, delete.
 mod meshes;
+
+/// `weft backup` under load: the copy holds every acknowledged allocation.
+mod backup;
+
+/// The systemd units pass `systemd-analyze verify` and keep their hardening.
+mod systemd;

@@ -375,6 +375,39 @@ async fn meshes_join_nodes_and_their_lans_and_follow_every_change() {
     assert_reaches(&nodes[1], &overlay[0], &nodes);
     assert_reaches(&nodes[3], &overlay[0], &nodes);
 
+    // An older generation than the one m1 runs is refused by its agent, and changes nothing.
+    let office_id = created["id"].as_str().unwrap();
+    let answer = nodes[0]
+        .client
+        .call(Method::GET, "/v1/meshes", Vec::new())
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_slice(&answer.body).unwrap();
+    let running = list["meshes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == office_id)
+        .unwrap()
+        .clone();
+    assert_eq!(running["generation"], 3, "{running}");
+    let older = json!({"generation": 1, "interface": iface,
+        "address": format!("{}/32", overlay[0]), "listen_port": 51821, "mtu": 1420,
+        "forward": false, "peers": []});
+    let answer = nodes[0]
+        .client
+        .call(
+            Method::PUT,
+            &format!("/v1/meshes/{office_id}"),
+            serde_json::to_vec(&older).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 409);
+    let refusal: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(refusal["error"], "stale_generation", "{refusal}");
+    assert_reaches(&nodes[1], &overlay[0], &nodes);
+
     // m2 loses its state (a wiped data plane file): the next poll puts the mesh back.
     let p = nodes[1].process;
     nodes[1].ns.kill(p);

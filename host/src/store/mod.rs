@@ -75,6 +75,22 @@ macro_rules! tables {
                 Ok(WriteTables { $($field: txn.open_table($def)?,)* })
             }
         }
+        /// Copies every table of the snapshot `from` into `to`, row by row; the rows copied.
+        fn copy_tables(from: &redb::ReadTransaction, to: &WriteTransaction) -> Result<u64> {
+            let mut rows = 0u64;
+            $(
+                {
+                    let src = from.open_table($def)?;
+                    let mut dst = to.open_table($def)?;
+                    for entry in src.iter()? {
+                        let (k, v) = entry?;
+                        dst.insert(k.value(), v.value())?;
+                        rows += 1;
+                    }
+                }
+            )*
+            Ok(rows)
+        }
         #[allow(dead_code)] // some tables are only ever written
         impl ReadTables {
             fn new(txn: redb::ReadTransaction) -> Self {
@@ -299,6 +315,48 @@ impl Store {
             }))
             .map_err(|_| StoreError::Closed)?;
         Ok(answer)
+    }
+
+    /// Writes a consistent copy of the database to `dest`: every table as of one snapshot,
+    /// taken when the call begins (writers go on meanwhile; nothing committed after the
+    /// snapshot is in the copy, nothing committed before it is missing). The copy is built
+    /// beside `dest`, committed durably and renamed into place, mode 0600. An existing `dest`
+    /// is refused. Blocks: async callers run it on a blocking thread. The rows copied.
+    pub fn backup(&self, dest: &Path) -> Result<u64> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |e: std::io::Error| StoreError::Db(Arc::new(redb::Error::Io(e)));
+        if dest.exists() {
+            return Err(StoreError::Invalid(format!(
+                "{} already exists: give a new file",
+                dest.display()
+            )));
+        }
+        let snapshot = self.db.begin_read()?;
+        let mut tmp = dest.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        // Created 0600 before redb writes a byte: tokens' hashes and sealed secrets are in it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        let rows = {
+            let copy = Database::create(&tmp)?;
+            let txn = copy.begin_write()?;
+            let rows = copy_tables(&snapshot, &txn)?;
+            txn.commit()?;
+            rows
+        };
+        std::fs::rename(&tmp, dest).map_err(io)?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(rows)
     }
 
     /// Checks the file's integrity (redb's own check). Needs the only handle to the database:

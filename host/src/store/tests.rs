@@ -644,3 +644,46 @@ mod notes {
         assert!(matches!(outside, Err(StoreError::OutsideEveryPool { .. })));
     }
 }
+
+#[tokio::test]
+async fn a_backup_is_the_database_as_of_its_snapshot_and_refuses_to_overwrite() {
+    let (dir, store) = store();
+    let s = spec("lan", "10.0.0.0/24");
+    store.write(move |w| w.create_pool(&s, "t")).await.unwrap();
+    let req = AllocationRequest {
+        address: None,
+        owner: Some("web".into()),
+        hostname: Some("web-1".into()),
+    };
+    let first = store
+        .write(move |w| w.allocate("lan", &req, None, "t"))
+        .await
+        .unwrap()
+        .address;
+    store
+        .write(|w| w.create_token("admin", "a-secret-that-is-long-enough", false))
+        .await
+        .unwrap();
+    let copy = dir.path().join("backup.redb");
+    let rows = store.backup(&copy).unwrap();
+    assert!(rows > 0);
+    // A change after the backup is not in it.
+    store.write(move |w| w.release(first, "t")).await.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the copy is for its owner only: {mode:o}");
+    assert!(Store::check_integrity(&copy).unwrap());
+    let restored = Store::open(&copy).unwrap();
+    restored
+        .read(|r| {
+            let rec = r.address(first)?;
+            assert_eq!(rec.status, Status::Allocated);
+            assert_eq!(r.pool("lan")?.cidr.to_string(), "10.0.0.0/24");
+            assert_eq!(r.tokens()?.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+    restored.close();
+    let e = store.backup(&copy).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+}

@@ -129,3 +129,23 @@ pub fn closed_port() -> String {
         .port();
     format!("http://127.0.0.1:{port}/")
 }
+
+/// The access rule every API route states: no token is a 401; a viewer's token reads (GET)
+/// and is refused every write with a 403. `body` gives each route's request body.
+pub async fn assert_access(
+    f: &Fixture,
+    routes: &[(&str, &str)],
+    body: impl Fn(&str, &str) -> Option<Value>,
+) {
+    for &(method, uri) in routes {
+        let (status, _) = f.call(method, uri, None, body(method, uri)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        let (status, _) = f.call(method, uri, Some(VIEWER), body(method, uri)).await;
+        let expected = if method == "GET" {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(status, expected, "{method} {uri} as a viewer");
+    }
+}

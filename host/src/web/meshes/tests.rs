@@ -74,21 +74,11 @@ async fn every_route_needs_a_token_and_writes_need_a_write_token() {
         ("POST", "/api/v1/meshes/m1/apply"),
         ("DELETE", "/api/v1/meshes/m1"),
     ];
-    for (method, uri) in routes {
-        let body = match method {
-            "POST" | "PUT" => Some(mesh("m2", &[("b", &[])])),
-            _ => None,
-        };
-        let (status, _) = f.call(method, uri, None, body.clone()).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
-        let (status, _) = f.call(method, uri, Some(VIEWER), body).await;
-        let expected = if method == "GET" {
-            StatusCode::OK
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        assert_eq!(status, expected, "{method} {uri} as a viewer");
-    }
+    assert_access(&f, &routes, |method, _| match method {
+        "POST" | "PUT" => Some(mesh("m2", &[("b", &[])])),
+        _ => None,
+    })
+    .await;
     let (_, list) = f.admin("GET", "/api/v1/meshes", None).await;
     assert_eq!(
         list["items"].as_array().unwrap().len(),

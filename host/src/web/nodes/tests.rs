@@ -29,23 +29,13 @@ async fn every_route_needs_a_token_and_writes_need_a_write_token() {
         ("GET", "/api/v1/overlay"),
         ("PUT", "/api/v1/overlay"),
     ];
-    for (method, uri) in routes {
-        let body = match (method, uri) {
-            ("POST", "/api/v1/nodes") => Some(request("n2", &closed_port())),
-            ("PATCH", _) => Some(json!({"weight": 2})),
-            ("PUT", _) => Some(json!({"pool": "overlay"})),
-            _ => None,
-        };
-        let (status, _) = f.call(method, uri, None, body.clone()).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
-        let (status, _) = f.call(method, uri, Some(VIEWER), body).await;
-        let expected = if method == "GET" {
-            StatusCode::OK
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        assert_eq!(status, expected, "{method} {uri} as a viewer");
-    }
+    assert_access(&f, &routes, |method, uri| match (method, uri) {
+        ("POST", "/api/v1/nodes") => Some(request("n2", &closed_port())),
+        ("PATCH", _) => Some(json!({"weight": 2})),
+        ("PUT", _) => Some(json!({"pool": "overlay"})),
+        _ => None,
+    })
+    .await;
     let (_, list) = f.admin("GET", "/api/v1/nodes", None).await;
     assert_eq!(
         list["items"].as_array().unwrap().len(),
