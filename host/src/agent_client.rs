@@ -75,11 +75,27 @@ impl AgentClient {
         secrets: Secrets,
         timeout: Duration,
     ) -> Result<Self, ResponseError> {
-        let http = reqwest::Client::builder()
+        Self::with_roots(base, node, signing, secrets, timeout, &[])
+    }
+
+    /// [`AgentClient::new`], trusting `roots` (a private CA) for `https://` agents besides
+    /// the system's roots.
+    pub fn with_roots(
+        base: url::Url,
+        node: impl Into<String>,
+        signing: Secret,
+        secrets: Secrets,
+        timeout: Duration,
+        roots: &[reqwest::Certificate],
+    ) -> Result<Self, ResponseError> {
+        let mut http = reqwest::Client::builder()
             .timeout(timeout)
             // A redirect would send the signed request somewhere it was not signed for.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        for root in roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http.build()?;
         Ok(AgentClient {
             http,
             base,

@@ -64,6 +64,13 @@ pub struct AgentArgs {
     /// The name of the node's peer interface, the one client peers connect to
     #[arg(long, env = "WEFT_PEER_INTERFACE", default_value = crate::agent_api::PEER_INTERFACE)]
     pub peer_interface: String,
+    /// Serve the controller's requests over HTTPS with this certificate chain (PEM); needs
+    /// --tls-key
+    #[arg(long, env = "WEFT_AGENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "WEFT_AGENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Where the WireGuard UAPI sockets go (`wg show` looks in /var/run/wireguard)
     #[arg(long, env = "WEFT_UAPI_DIR", default_value = crate::dataplane::uapi::SOCKET_DIR)]
     pub uapi_dir: std::path::PathBuf,
@@ -151,6 +158,16 @@ pub struct ServeArgs {
     /// Mark the session cookie Secure (set this when a TLS proxy serves weft over HTTPS)
     #[arg(long, env = "WEFT_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "WEFT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "WEFT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Trust agents whose HTTPS certificate this CA (PEM, one or more) signed, besides the
+    /// system's roots
+    #[arg(long, env = "WEFT_AGENT_CA")]
+    pub agent_ca: Option<PathBuf>,
     /// Another folder of plugins, besides DATA_DIR/plugins
     #[arg(long, env = "WEFT_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,

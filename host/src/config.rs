@@ -37,6 +37,12 @@ pub struct FileConfig {
     pub health_interval_secs: Option<u64>,
     /// Seconds one call to an agent may take.
     pub health_timeout_secs: Option<u64>,
+    /// Serve HTTPS with this certificate chain (PEM) and `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A CA (PEM) that signs agents' HTTPS certificates.
+    pub agent_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,17 @@ pub struct Config {
     pub health_interval: Option<Duration>,
     /// How long one call to an agent may take (polls, tests, peers).
     pub agent_timeout: Duration,
+    /// Serve HTTPS (rustls) with this certificate chain and key, both PEM; none: plain HTTP.
+    pub tls: Option<Tls>,
+    /// A CA (PEM) trusted for agents' `https://` URLs, besides the system's roots.
+    pub agent_ca: Option<PathBuf>,
+}
+
+/// Where the TLS certificate chain and its key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -108,6 +125,11 @@ impl Config {
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
             }),
             secure_cookies: file.secure_cookies.unwrap_or(false),
+            agent_ca: file.agent_ca,
+            tls: match (file.tls_cert, file.tls_key) {
+                (Some(cert), Some(key)) => Some(Tls { cert, key }),
+                _ => None,
+            },
             plugins_dir: file.plugins_dir,
             placement: match file.placement_plugin {
                 Some(name) => crate::placement::Strategy::Plugin(name),

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod dataplane;
+pub mod https;
 pub mod ipam;
 pub mod keyfile;
 pub mod mesh;

@@ -44,6 +44,12 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut config = config(args.common, args.listen)?;
             // A flag can only turn it on; the file's `secure_cookies = true` stays on.
             config.secure_cookies |= args.secure_cookies;
+            if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+                config.tls = Some(weft::config::Tls { cert, key });
+            }
+            if let Some(ca) = args.agent_ca {
+                config.agent_ca = Some(ca);
+            }
             if let Some(dir) = args.plugins_dir {
                 config.plugins_dir = Some(dir);
             }

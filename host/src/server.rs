@@ -31,6 +31,10 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("node secrets: {0}")]
     Secrets(#[from] crate::secretbox::SecretBoxError),
+    #[error(transparent)]
+    Tls(#[from] crate::https::TlsError),
+    #[error("agent CA {path}: {why}")]
+    AgentCa { path: String, why: String },
 }
 
 /// Opens the data dir and database, creating them on first start.
@@ -54,6 +58,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
+    // A bad certificate is found before anything else starts.
+    let tls = match &config.tls {
+        Some(t) => Some(crate::https::load(&t.cert, &t.key).await?),
+        None => None,
+    };
+    let agent_roots = match &config.agent_ca {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
+            .map_err(|why| ServeError::AgentCa {
+                path: path.display().to_string(),
+                why,
+            })?,
+        None => Vec::new(),
+    };
     let store = open_store(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -113,7 +132,8 @@ pub async fn serve(
     // Node secrets are sealed under a key file beside the database.
     let secrets = crate::secretbox::SecretBox::open_or_create(&config.data_dir)?;
     let registry =
-        crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout);
+        crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout)
+            .with_agent_roots(agent_roots);
     let peer_stats = crate::controller::wg_stats::WgSeen::default();
     let mesh_seen = crate::controller::meshes::MeshSeen::default();
     if let Some(interval) = config.health_interval {
@@ -130,7 +150,8 @@ pub async fn serve(
     state.nodes = Some(registry);
     state.peer_stats = peer_stats;
     state.mesh_seen = mesh_seen;
-    state.secure_cookies = config.secure_cookies;
+    // Over HTTPS the session cookie is always `Secure`.
+    state.secure_cookies = config.secure_cookies || config.tls.is_some();
     state.plugins = plugins.clone();
     state.placement = config.placement.clone();
     let no_tokens = store
@@ -151,17 +172,27 @@ pub async fn serve(
         // Logged once, by design: whoever reads this log may create the first admin.
         let token = state.open_setup();
         tracing::warn!(
-            "no user exists yet: create the first admin at http://{}/setup/{token} (works once, until this process stops), or with `weft user add NAME`",
-            local
+            "no user exists yet: create the first admin at {scheme}://{}/setup/{token} (works once, until this process stops), or with `weft user add NAME`",
+            local,
+            scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }
         );
     }
     let app = web::router(state);
     // The peer address feeds the failed-login throttle.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve);
+    let result = match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Serve),
+        Some(tls) => crate::https::serve(listener, app, tls, shutdown)
+            .await
+            .map_err(ServeError::Serve),
+    };
     admin.abort();
     let _ = admin.await;
     // A sweep or sync under way finishes first: it holds the store.

@@ -77,13 +77,14 @@ fn only_the_edge_knows_http() {
             !p.contains("/web/")
                 && !p.contains("/agent/")
                 && !p.ends_with("server.rs")
+                && !p.ends_with("https.rs")
                 && !p.ends_with("tidy.rs")
         })
         .collect();
     assert_none(
         &files,
         &["axum::", "use axum"],
-        "only web/, agent/ (the agent's own server) and server.rs know axum",
+        "only web/, agent/ (the agent's own server), server.rs and https.rs know axum",
     );
 }
 

@@ -39,3 +39,6 @@ mod backup;
 
 /// The systemd units pass `systemd-analyze verify` and keep their hardening.
 mod systemd;
+
+/// `weft serve` over HTTPS under a test CA.
+mod tls;

@@ -40,6 +40,8 @@ pub enum AgentError {
     DataPlane(#[from] crate::dataplane::PlaneError),
     #[error("give one or two secret files (two during a rotation), not {0}")]
     SecretCount(usize),
+    #[error(transparent)]
+    Tls(#[from] crate::https::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -120,16 +122,26 @@ pub async fn health(started: Instant, plane: &DataPlane) -> Health {
     }
 }
 
-/// Serves the agent on `listener` until `shutdown` resolves.
+/// Serves the agent on `listener` until `shutdown` resolves: over HTTPS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     guard: Guard,
     plane: Arc<DataPlane>,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(guard, plane))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(guard, plane);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            crate::https::serve(listener, app, tls, shutdown).await
+        }
+    }
 }
 
 /// `weft agent`: loads the secrets (refusing open files), opens the nonce store, serves.
@@ -141,6 +153,10 @@ pub async fn run(
         [one] => Secrets::one(load_secret(one)?),
         [one, two] => Secrets::two(load_secret(one)?, load_secret(two)?),
         other => return Err(AgentError::SecretCount(other.len())),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::https::load(cert, key).await?),
+        _ => None,
     };
     let guard = open_guard(&args.node_id, secrets, &args.data_dir)?;
     let plane = DataPlane::open_with(
@@ -158,7 +174,7 @@ pub async fn run(
         .await
         .map_err(listen_err)?;
     tracing::info!(node = %args.node_id, addr = %args.listen, "agent listening");
-    serve(listener, guard, plane, shutdown)
+    serve(listener, guard, plane, tls, shutdown)
         .await
         .map_err(listen_err)
 }

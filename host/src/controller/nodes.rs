@@ -39,6 +39,8 @@ pub struct Registry {
     pub store: Store,
     pub secrets: SecretBox,
     pub timeout: Duration,
+    /// A private CA trusted for `https://` agents.
+    agent_roots: Arc<Vec<reqwest::Certificate>>,
     clients: Arc<Mutex<HashMap<String, (ClientKey, AgentClient)>>>,
 }
 
@@ -121,8 +123,15 @@ impl Registry {
             store,
             secrets,
             timeout,
+            agent_roots: Arc::default(),
             clients: Arc::default(),
         }
+    }
+
+    /// Trusts `roots` (a private CA) for agents served over HTTPS.
+    pub fn with_agent_roots(mut self, roots: Vec<reqwest::Certificate>) -> Registry {
+        self.agent_roots = Arc::new(roots);
+        self
     }
 
     /// Forgets the clients of nodes not in `names` (deleted ones).
@@ -173,12 +182,13 @@ impl Registry {
             .agent_url
             .parse::<url::Url>()
             .map_err(|e| client_err(e.to_string()))?;
-        AgentClient::new(
+        AgentClient::with_roots(
             url,
             node.name.clone(),
             secret.clone(),
             Secrets::one(secret),
             self.timeout,
+            &self.agent_roots,
         )
         .map_err(|e| client_err(e.to_string()))
     }

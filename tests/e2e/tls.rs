@@ -1,0 +1,244 @@
+//! `weft serve --tls-cert --tls-key`: HTTPS with rustls, under a CA the test makes. A client
+//! that trusts the CA is served, with `Secure` cookies; one that does not is refused, and so
+//! is plain HTTP on the same port; SIGTERM still ends it cleanly; a bad key stops it at start
+//! with a message that names the files. An agent serves HTTPS likewise, and the controller
+//! reaches it when told the CA (`--agent-ca`).
+
+use crate::support::{WEFT, create_token, free_port};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, cert file, key file).
+fn test_ca(dir: &Path) -> (String, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "weft test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca_pem, cert_file, key_file)
+}
+
+fn serve(dir: &Path, port: u16, cert: &Path, key: &Path) -> std::process::Child {
+    Command::new(WEFT)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .env("WEFT_PING_INTERVAL", "0")
+        .env("WEFT_HEALTH_INTERVAL", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn https_is_served_to_clients_that_trust_the_ca_and_to_no_one_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = test_ca(dir.path());
+    let port = free_port();
+    let mut child = serve(dir.path(), port, &cert, &key);
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = trusting.get(url("/healthz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "weft serve never answered over HTTPS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The login form's cookie is `Secure` over HTTPS.
+    let login = trusting.get(url("/login")).send().await.unwrap();
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(!cookies.is_empty());
+    assert!(cookies.iter().all(|c| c.contains("Secure")), "{cookies:?}");
+
+    let untrusting = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(
+        untrusting.get(url("/healthz")).send().await.is_err(),
+        "a client without the CA must not accept the certificate"
+    );
+    let plain = untrusting
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || plain.is_ok_and(|r| r.status() != 200),
+        "plain HTTP is not served on the HTTPS port"
+    );
+
+    // SIGTERM ends it cleanly, as over plain HTTP.
+    // SAFETY: kill with a valid pid of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_key_that_does_not_parse_stops_serve_at_start_naming_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, _) = test_ca(dir.path());
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a key").unwrap();
+    let out = serve(dir.path(), free_port(), &cert, &bad)
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("TLS certificate") && said.contains("bad.pem"),
+        "{said}"
+    );
+}
+
+/// Kills a child process when dropped, however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_serves_https_and_the_controller_trusts_it_through_agent_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = test_ca(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "admin", false);
+    let port = free_port();
+    let _controller = Killed(
+        Command::new(WEFT)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--agent-ca")
+            .arg(&ca_file)
+            .env("WEFT_PING_INTERVAL", "0")
+            .env("WEFT_HEALTH_INTERVAL", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(&token)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api(reqwest::Method::GET, "/healthz").send().await.is_err() {
+        assert!(Instant::now() < deadline, "weft serve never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api(reqwest::Method::POST, "/api/v1/pools")
+        .json(&json!({"name": "vpn", "cidr": "10.66.0.0/24"}))
+        .send()
+        .await
+        .unwrap();
+    let agent_port = free_port();
+    let registered: Value = api(reqwest::Method::POST, "/api/v1/nodes")
+        .json(
+            &json!({"name": "n1", "agent_url": format!("https://127.0.0.1:{agent_port}/"),
+            "endpoint_host": "127.0.0.1", "peer_pool": "vpn"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = registered["secret"].as_str().unwrap();
+    let secret_file = dir.path().join("secret");
+    crate::dataplane::write_secret(&secret_file, secret);
+    let _agent = Killed(
+        Command::new(WEFT)
+            .args(["agent", "--listen", &format!("127.0.0.1:{agent_port}")])
+            .args(["--node-id", "n1", "--secret-file"])
+            .arg(&secret_file)
+            .arg("--data-dir")
+            .arg(dir.path().join("agent"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let test: Value = api(reqwest::Method::POST, "/api/v1/nodes/n1/test")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if test["ok"] == true {
+            assert_eq!(test["status"], "online");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never reached the agent: {test}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Without the CA, the same agent is not trusted.
+    let untrusting =
+        crate::dataplane::client_for(&format!("https://127.0.0.1:{agent_port}/"), "n1", secret);
+    let e = untrusting.health().await.unwrap_err();
+    assert!(
+        weft::controller::nodes::error_chain(&e).contains("certificate"),
+        "{}",
+        weft::controller::nodes::error_chain(&e)
+    );
+}
