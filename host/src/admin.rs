@@ -32,6 +32,16 @@ pub enum AdminRequest {
         role: Role,
         password_hash: String,
     },
+    JoinTokenCreate {
+        pool: String,
+        labels: Vec<(String, String)>,
+        uses: u32,
+        valid_for_secs: u64,
+    },
+    JoinTokenList,
+    JoinTokenRevoke {
+        id: String,
+    },
     /// A consistent copy of the database to `path` (absolute: the server's working folder
     /// is not the command's).
     Backup {
@@ -70,6 +80,11 @@ pub enum AdminResponse {
         plugins: Vec<Status>,
     },
     PluginRan(serde_json::Value),
+    JoinTokenCreated {
+        token: crate::store::JoinToken,
+        secret: String,
+    },
+    JoinTokens(Vec<crate::store::JoinToken>),
     /// `serving`: the copy was taken by a running `weft serve`, while it served.
     BackedUp {
         rows: u64,
@@ -115,6 +130,29 @@ pub async fn execute(
             .write(move |w| w.create_user(&name, role, &password_hash))
             .await
             .map(AdminResponse::UserAdded),
+        AdminRequest::JoinTokenCreate {
+            pool,
+            labels,
+            uses,
+            valid_for_secs,
+        } => {
+            let secret = crate::store::new_join_secret();
+            let s = secret.clone();
+            store
+                .write(move |w| {
+                    let valid = Duration::from_secs(valid_for_secs);
+                    w.create_join_token(&s, &pool, &labels, uses, valid, "cli")
+                })
+                .await
+                .map(|token| AdminResponse::JoinTokenCreated { token, secret })
+        }
+        AdminRequest::JoinTokenList => store
+            .read(|r| r.join_tokens())
+            .map(AdminResponse::JoinTokens),
+        AdminRequest::JoinTokenRevoke { id } => store
+            .write(move |w| w.revoke_join_token(&id))
+            .await
+            .map(|_| AdminResponse::Done),
         AdminRequest::Backup { path } => {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.backup(&path))

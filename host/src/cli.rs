@@ -35,12 +35,112 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// Run a node's agent: answers the controller's signed requests (docs/agent-protocol.md).
-    Agent(AgentArgs),
+    /// Run a node's agent: answers the controller's signed requests (docs/agent-protocol.md);
+    /// `weft agent join` enrols a new node first.
+    Agent(AgentCommand),
+    /// Join tokens that enrol nodes (works whether or not `weft serve` is running).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Write a consistent copy of the database to FILE, while `weft serve` runs or not.
     Backup {
         /// The new file (an existing one is refused).
         file: std::path::PathBuf,
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    pub command: Option<AgentSubcommand>,
+    #[command(flatten)]
+    pub run: Option<AgentArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentSubcommand {
+    /// Enrol this node with a join token, keep the secret it gets, and run the agent.
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The controller's URL, e.g. https://weft.example.net/
+    pub url: String,
+    /// The join token (`weft node token create`)
+    #[arg(long, env = "WEFT_JOIN_TOKEN")]
+    pub token: String,
+    /// This node's name: its id in the signed protocol
+    #[arg(long)]
+    pub name: String,
+    /// Address to serve the controller's requests on
+    #[arg(long, env = "WEFT_AGENT_LISTEN")]
+    pub listen: SocketAddr,
+    /// HOST or HOST:PORT that clients and mesh members reach this node at (PORT: its
+    /// WireGuard port, default 51820)
+    #[arg(long)]
+    pub endpoint: String,
+    /// Where the controller reaches this agent [default: http(s)://HOST:LISTEN-PORT/]
+    #[arg(long)]
+    pub agent_url: Option<String>,
+    /// Where the agent keeps its state; the secret goes to DATA_DIR/secret (0600)
+    #[arg(long, env = "WEFT_AGENT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Trust only this CA (PEM) for the controller's certificate
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Allow a plain-HTTP controller: the token and the node's secret then cross the network
+    /// in clear
+    #[arg(long)]
+    pub insecure: bool,
+    /// Serve the controller's requests over HTTPS with this certificate chain (PEM)
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Join tokens: create (the secret is the last line printed), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: JoinTokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCommand {
+    /// Create a join token; its secret is the last line printed (shown once, stored hashed).
+    Create {
+        /// The peer pool (name or id) the nodes it enrols take peers' addresses from
+        #[arg(long)]
+        pool: String,
+        /// Labels the nodes get, as k=v,k=v
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// How long it stays valid, e.g. 30m, 1h, 7d
+        #[arg(long, default_value = "1h")]
+        expires: String,
+        /// How many nodes it may enrol
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
+    /// List join tokens (never their secrets) with the nodes each enrolled.
+    List {
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
+    /// Revoke a join token by its id (as `list` shows it).
+    Revoke {
+        id: String,
         #[command(flatten)]
         common: DataDirArgs,
     },

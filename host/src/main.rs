@@ -4,7 +4,8 @@ use clap::Parser;
 use std::process::ExitCode;
 use weft::admin::{self, AdminRequest, AdminResponse};
 use weft::cli::{
-    Cli, Command, DataDirArgs, PluginCommand, PluginDirArgs, TokenCommand, UserCommand,
+    AgentSubcommand, Cli, Command, DataDirArgs, NodeCommand, PluginCommand, PluginDirArgs,
+    TokenCommand, UserCommand,
 };
 use weft::config::{Config, FileConfig};
 
@@ -35,11 +36,22 @@ fn config(common: DataDirArgs, listen: Option<std::net::SocketAddr>) -> Result<C
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Plugin { command } => plugin(command),
-        Command::Agent(args) => {
+        Command::Agent(cmd) => {
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            rt.block_on(weft::agent::run(args, weft::server::shutdown_signal()))
-                .map_err(|e| e.to_string())
+            match (cmd.command, cmd.run) {
+                (Some(AgentSubcommand::Join(j)), _) => rt.block_on(join_and_run(j)),
+                (None, Some(args)) => rt
+                    .block_on(weft::agent::run(args, weft::server::shutdown_signal()))
+                    .map_err(|e| e.to_string()),
+                (None, None) => Err(
+                    "give --listen, --node-id, --secret-file and --data-dir, or enrol with `weft agent join`"
+                        .into(),
+                ),
+            }
         }
+        Command::Node {
+            command: NodeCommand::Token { command },
+        } => join_tokens(command),
         Command::Serve(args) => {
             let mut config = config(args.common, args.listen)?;
             // A flag can only turn it on; the file's `secure_cookies = true` stays on.
@@ -258,4 +270,112 @@ fn read_password() -> Result<String, String> {
         return Err("the password (one line on stdin) must not be empty".into());
     }
     Ok(password)
+}
+
+/// `weft agent join`: enrol, then run the agent with what enrolment gave.
+async fn join_and_run(j: weft::cli::JoinArgs) -> Result<(), String> {
+    let joined = weft::agent::join::join(&j)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "enrolled as node {:?}{}; its secret is in {} (0600)",
+        j.name,
+        joined
+            .overlay_address
+            .map(|a| format!(" with overlay address {a}"))
+            .unwrap_or_default(),
+        joined.secret_file.display()
+    );
+    println!(
+        "to start it again: weft agent --listen {} --node-id {} --secret-file {} --data-dir {}",
+        j.listen,
+        j.name,
+        joined.secret_file.display(),
+        j.data_dir.display()
+    );
+    let args = weft::cli::AgentArgs {
+        listen: j.listen,
+        node_id: j.name,
+        secret_file: vec![joined.secret_file],
+        data_dir: j.data_dir,
+        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
+        tls_cert: j.tls_cert,
+        tls_key: j.tls_key,
+        uapi_dir: weft::dataplane::uapi::SOCKET_DIR.into(),
+    };
+    weft::agent::run(args, weft::server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `weft node token create|list|revoke`.
+fn join_tokens(command: weft::cli::JoinTokenCommand) -> Result<(), String> {
+    use weft::cli::JoinTokenCommand as J;
+    let (common, req) = match command {
+        J::Create {
+            pool,
+            labels,
+            expires,
+            uses,
+            common,
+        } => {
+            let labels = labels
+                .split(',')
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+                    None => Err(format!("--labels: {l:?} is not k=v")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let valid: jiff::SignedDuration = expires.parse().map_err(|e| {
+                format!("--expires: {expires:?} is not a duration like 30m, 1h or 7d: {e}")
+            })?;
+            let secs = u64::try_from(valid.as_secs())
+                .ok()
+                .filter(|&s| s > 0)
+                .ok_or_else(|| format!("--expires: {expires:?} must be positive"))?;
+            let req = AdminRequest::JoinTokenCreate {
+                pool,
+                labels,
+                uses,
+                valid_for_secs: secs,
+            };
+            (common, req)
+        }
+        J::List { common } => (common, AdminRequest::JoinTokenList),
+        J::Revoke { id, common } => (common, AdminRequest::JoinTokenRevoke { id }),
+    };
+    let config = config(common, None)?;
+    match admin::run(&config, req).map_err(|e| e.to_string())? {
+        AdminResponse::JoinTokenCreated { token, secret } => {
+            println!(
+                "created join token {} for {} node(s), valid until {}; its secret is shown once:",
+                token.id, token.uses, token.expires
+            );
+            println!("{secret}");
+            Ok(())
+        }
+        AdminResponse::JoinTokens(tokens) => {
+            for t in tokens {
+                let state = if t.revoked { "revoked" } else { "" };
+                println!(
+                    "{}  uses {}/{}  until {}  {state}",
+                    t.id,
+                    t.enrolled.len(),
+                    t.uses,
+                    t.expires
+                );
+                for e in t.enrolled {
+                    println!("    enrolled {} at {} from {}", e.node, e.at, e.from);
+                }
+            }
+            Ok(())
+        }
+        AdminResponse::Done => {
+            println!("revoked");
+            Ok(())
+        }
+        AdminResponse::Error(e) => Err(e),
+        other => Err(format!("unexpected answer from the server: {other:?}")),
+    }
 }

@@ -31,7 +31,8 @@ fn test_ca(dir: &Path) -> (String, PathBuf, PathBuf) {
     (ca_pem, cert_file, key_file)
 }
 
-fn serve(dir: &Path, port: u16, cert: &Path, key: &Path) -> std::process::Child {
+/// `weft serve` on 127.0.0.1:`port` with DIR/data and `extra` arguments; stderr piped.
+fn serve(dir: &Path, port: u16, extra: &[&std::ffi::OsStr]) -> std::process::Child {
     Command::new(WEFT)
         .args([
             "serve",
@@ -40,10 +41,7 @@ fn serve(dir: &Path, port: u16, cert: &Path, key: &Path) -> std::process::Child 
             "--data-dir",
         ])
         .arg(dir.join("data"))
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
+        .args(extra)
         .env("WEFT_PING_INTERVAL", "0")
         .env("WEFT_HEALTH_INTERVAL", "0")
         .stdout(Stdio::null())
@@ -52,12 +50,22 @@ fn serve(dir: &Path, port: u16, cert: &Path, key: &Path) -> std::process::Child 
         .unwrap()
 }
 
+/// `--tls-cert CERT --tls-key KEY`.
+fn tls_args<'a>(cert: &'a Path, key: &'a Path) -> [&'a std::ffi::OsStr; 4] {
+    [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ]
+}
+
 #[tokio::test]
 async fn https_is_served_to_clients_that_trust_the_ca_and_to_no_one_else() {
     let dir = tempfile::tempdir().unwrap();
     let (ca_pem, cert, key) = test_ca(dir.path());
     let port = free_port();
-    let mut child = serve(dir.path(), port, &cert, &key);
+    let mut child = serve(dir.path(), port, &tls_args(&cert, &key));
     let trusting = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(5))
@@ -118,7 +126,7 @@ fn a_key_that_does_not_parse_stops_serve_at_start_naming_the_files() {
     let (_, cert, _) = test_ca(dir.path());
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "not a key").unwrap();
-    let out = serve(dir.path(), free_port(), &cert, &bad)
+    let out = serve(dir.path(), free_port(), &tls_args(&cert, &bad))
         .wait_with_output()
         .unwrap();
     assert!(!out.status.success());
@@ -148,24 +156,11 @@ async fn an_agent_serves_https_and_the_controller_trusts_it_through_agent_ca() {
     let data = dir.path().join("data");
     let token = create_token(&data, "admin", false);
     let port = free_port();
-    let _controller = Killed(
-        Command::new(WEFT)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data)
-            .arg("--agent-ca")
-            .arg(&ca_file)
-            .env("WEFT_PING_INTERVAL", "0")
-            .env("WEFT_HEALTH_INTERVAL", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _controller = Killed(serve(
+        dir.path(),
+        port,
+        &["--agent-ca".as_ref(), ca_file.as_os_str()],
+    ));
     let client = reqwest::Client::new();
     let api = |method: reqwest::Method, path: &str| {
         client
@@ -241,4 +236,208 @@ async fn an_agent_serves_https_and_the_controller_trusts_it_through_agent_ca() {
         "{}",
         weft::controller::nodes::error_chain(&e)
     );
+}
+
+/// `weft agent join` with `args` and a token; its exit status and what it said.
+fn join(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(WEFT)
+        .args(["agent", "join"])
+        .args(args)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+fn node_token(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(WEFT)
+        .args(["node", "token"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+#[tokio::test]
+async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = test_ca(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "admin", false);
+    let port = free_port();
+    let _controller = Killed(serve(dir.path(), port, &tls_args(&cert, &key)));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{port}/");
+    let api = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("https://127.0.0.1:{port}{path}"))
+            .bearer_auth(&token)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api(reqwest::Method::GET, "/healthz").send().await.is_err() {
+        assert!(Instant::now() < deadline, "weft serve never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (name, cidr) in [("vpn", "10.67.0.0/24"), ("ov", "100.67.0.0/24")] {
+        api(reqwest::Method::POST, "/api/v1/pools")
+            .json(&json!({"name": name, "cidr": cidr}))
+            .send()
+            .await
+            .unwrap();
+    }
+    api(reqwest::Method::PUT, "/api/v1/overlay")
+        .json(&json!({"pool": "ov"}))
+        .send()
+        .await
+        .unwrap();
+    // Made while serving: through the admin socket.
+    let made = node_token(&data, &["create", "--pool", "vpn", "--labels", "region=eu"]);
+    let secret = made.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("wj_"), "{made}");
+
+    let agent_port = free_port();
+    let agent_dir = dir.path().join("agent");
+    let join_args = |token: &str, name: &str, url: &str| -> Vec<std::ffi::OsString> {
+        [
+            url,
+            "--token",
+            token,
+            "--name",
+            name,
+            "--listen",
+            &format!("127.0.0.1:{agent_port}"),
+            "--endpoint",
+            "127.0.0.1",
+            "--ca",
+            ca_file.to_str().unwrap(),
+            "--data-dir",
+            agent_dir.to_str().unwrap(),
+        ]
+        .iter()
+        .map(Into::into)
+        .collect()
+    };
+    let mut agent = Killed(
+        Command::new(WEFT)
+            .args(["agent", "join"])
+            .args(join_args(&secret, "n1", &base))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // It enrols, writes its secret 0600, starts serving, and the controller reaches it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let test: Value = api(reqwest::Method::POST, "/api/v1/nodes/n1/test")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if test["ok"] == true {
+            break;
+        }
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!("the joining agent exited: {status:?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the joined node never answered: {test}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(agent_dir.join("secret"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let node: Value = api(reqwest::Method::GET, "/api/v1/nodes/n1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(node["labels"]["region"], "eu", "{node}");
+    assert_eq!(node["peer_pool"], "vpn");
+    assert!(
+        node["overlay_address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("100.67.0.")),
+        "{node}"
+    );
+    assert!(
+        node["created_by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("join-token:")),
+        "{node}"
+    );
+    assert_eq!(node["status"], "online");
+    let listed = node_token(&data, &["list"]);
+    assert!(
+        listed.contains("uses 1/1") && listed.contains("enrolled n1"),
+        "{listed}"
+    );
+    assert!(listed.contains("from 127.0.0.1"), "{listed}");
+
+    // Refused, each saying why, and nothing registered.
+    let run = |v: Vec<std::ffi::OsString>| {
+        let r: Vec<&std::ffi::OsStr> = v.iter().map(|s| s.as_os_str()).collect();
+        join(&r)
+    };
+    let (ok, said) = run(join_args(&secret, "n2", &base));
+    assert!(!ok && said.contains("used up"), "{said}");
+    let (ok, said) = run(join_args("wj_forged", "n2", &base));
+    assert!(!ok && said.contains("unknown join token"), "{said}");
+    let plain = format!("http://127.0.0.1:{port}/");
+    let (ok, said) = run(join_args(&secret, "n2", &plain));
+    assert!(
+        !ok && said.contains("plain HTTP") && said.contains("--insecure"),
+        "{said}"
+    );
+    let revoked = node_token(&data, &["create", "--pool", "vpn"]);
+    let id = revoked.split_whitespace().nth(3).unwrap().to_string();
+    node_token(&data, &["revoke", &id]);
+    let (ok, said) = run(join_args(
+        revoked.lines().last().unwrap().trim(),
+        "n2",
+        &base,
+    ));
+    assert!(!ok && said.contains("revoked"), "{said}");
+    let expiring = node_token(&data, &["create", "--pool", "vpn", "--expires", "1s"]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (ok, said) = run(join_args(
+        expiring.lines().last().unwrap().trim(),
+        "n2",
+        &base,
+    ));
+    assert!(!ok && said.contains("expired"), "{said}");
+    let nodes: Value = api(reqwest::Method::GET, "/api/v1/nodes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nodes["items"].as_array().unwrap().len(), 1, "{nodes}");
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod handlers;
+pub mod join;
 
 use crate::dataplane::DataPlane;
 use crate::protocol::{NonceStore, ReplayGuard, Secret, SecretError, Secrets};

@@ -291,7 +291,11 @@ fn the_command_line_takes_two_secret_files_for_a_rotation() {
         "/d",
     ])
     .unwrap();
-    let crate::cli::Command::Agent(args) = cli.command else {
+    let crate::cli::Command::Agent(crate::cli::AgentCommand {
+        command: None,
+        run: Some(args),
+    }) = cli.command
+    else {
         panic!("not the agent command");
     };
     // A comma is part of a path, not a separator.

@@ -152,6 +152,23 @@ impl Registry {
         Ok(Registered { node, secret })
     }
 
+    /// Enrols a node with a join token (its pool and labels come from the token): a new
+    /// secret, sealed, and the token's use, in one transaction. `from`: the caller's address.
+    pub async fn enrol(
+        &self,
+        token: String,
+        spec: NodeSpec,
+        from: String,
+    ) -> Result<Result<Registered, crate::store::JoinRefused>, NodeError> {
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let sealed = self.secrets.seal(&spec.name, secret.as_bytes());
+        let answer = self
+            .store
+            .write(move |w| w.enrol_node(&token, &spec, sealed.clone(), &from))
+            .await?;
+        Ok(answer.map(|node| Registered { node, secret }))
+    }
+
     /// A client that signs for `node` with its secret: the kept one while the node's URL and
     /// secret are unchanged.
     pub fn client(&self, node: &Node) -> Result<AgentClient, NodeError> {

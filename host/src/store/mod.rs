@@ -12,6 +12,7 @@ pub mod checks;
 mod crash_tests;
 mod devices;
 mod error;
+mod join_tokens;
 mod listing;
 mod meshes;
 mod nodes;
@@ -29,6 +30,7 @@ mod users;
 
 pub use devices::{Device, DeviceSpec};
 pub use error::StoreError;
+pub use join_tokens::{Enrolment, JoinRefused, JoinToken, new_join_secret};
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
 pub use meshes::{Mesh, MeshMember};
 pub use nodes::{
@@ -135,6 +137,7 @@ tables! {
     nodes: NODES<&'static str, &'static [u8]>,
     meshes: MESHES<&'static str, &'static [u8]>,
     mesh_names: MESH_NAMES<&'static str, &'static str>,
+    join_tokens: JOIN_TOKENS<&'static [u8], &'static [u8]>,
 }
 
 /// A consistent snapshot to read from.

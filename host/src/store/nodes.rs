@@ -175,7 +175,7 @@ fn check_host(host: &str) -> Result<()> {
     }
 }
 
-fn check_labels(labels: &[(String, String)]) -> Result<()> {
+pub(crate) fn check_labels(labels: &[(String, String)]) -> Result<()> {
     if labels.len() > MAX_LABELS {
         return Err(invalid(format!("labels: at most {MAX_LABELS}")));
     }

@@ -14,7 +14,7 @@ use redb::TableDefinition;
 /// empty and are created on open, so an older file needs no migration). 4: adds `events`
 /// (back-filled from `history`: an empty one would hide the older changes). 5: adds
 /// `plugin_runs` (starts empty). 6: `peers`, `peer_keys`, `peers_by_node`, `nodes`. 7: `meshes`,
-/// `mesh_names` (all start empty).
+/// `mesh_names`, `join_tokens` (all start empty).
 pub const SCHEMA_VERSION: u64 = 7;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`,
@@ -71,3 +71,6 @@ pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 pub const MESHES: TableDefinition<&str, &[u8]> = TableDefinition::new("meshes");
 /// mesh name -> mesh id.
 pub const MESH_NAMES: TableDefinition<&str, &str> = TableDefinition::new("mesh_names");
+/// SHA-256 of a join token's secret -> `JoinToken` (JSON: pool, labels, uses, expiry, who
+/// enrolled). The secret itself is printed once and never stored.
+pub const JOIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("join_tokens");

@@ -48,6 +48,8 @@ pub struct NodeView {
     pub overlay_address: Option<IpAddr>,
     #[schema(value_type = String)]
     pub created: jiff::Timestamp,
+    /// Who registered it: a token's or user's name, or `join-token:<id>` when it enrolled.
+    pub created_by: String,
 }
 
 /// The view of `node`, with its pool's name and its peer count.
@@ -75,6 +77,7 @@ pub fn view(s: &AppState, node: Node) -> Result<NodeView, ApiError> {
         public_key: node.public_key,
         overlay_address: node.overlay_address,
         created: node.created,
+        created_by: node.created_by,
     })
 }
 
@@ -202,6 +205,101 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_node, edit_node, delete_node))
         .routes(routes!(test_node))
         .routes(routes!(get_overlay, set_overlay))
+        .routes(routes!(enrol))
+}
+
+/// The caller's address, as enrolment records it.
+pub struct Caller(String);
+
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = super::session::client_ip(parts, state).await;
+        Ok(Caller(
+            ip.map_or_else(|| "unknown".into(), |ip| ip.to_string()),
+        ))
+    }
+}
+
+/// What a node's agent sends to enrol (`weft agent join`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    /// The join token (`weft node token create`).
+    pub token: String,
+    /// The node's name: its id in the signed protocol.
+    pub name: String,
+    /// Where its agent listens, e.g. `https://192.0.2.10:7443/`.
+    pub agent_url: String,
+    /// The host name or address clients reach the node at.
+    pub endpoint_host: String,
+    #[serde(default = "default_port")]
+    #[schema(default = 51820)]
+    pub listen_port: u16,
+}
+
+/// An enrolled node: its name, overlay address and shared secret (this answer only).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Enrolled {
+    pub node: String,
+    #[schema(value_type = Option<String>)]
+    pub overlay_address: Option<IpAddr>,
+    /// The node's shared secret for the signed protocol (64 hex characters).
+    pub secret: String,
+}
+
+/// Enrol a node with a join token: the node is registered with the token's peer pool and
+/// labels, takes its overlay address, and gets its shared secret in the answer, once. Access:
+/// anonymous — the join token in the body is the credential (401 if unknown; 403 if used up,
+/// expired or revoked, saying which).
+#[utoipa::path(post, path = "/api/v1/enroll", tag = "nodes", request_body = EnrolRequest,
+    responses((status = 201, body = Enrolled),
+        (status = 400, description = "malformed body", body = ErrorBody),
+        (status = 401, description = "unknown join token", body = ErrorBody),
+        (status = 403, description = "the token is used up, expired or revoked", body = ErrorBody),
+        (status = 404, description = "the token's peer pool is gone", body = ErrorBody),
+        (status = 409, description = "name taken, or the overlay pool is full", body = ErrorBody),
+        (status = 422, description = "bad name, URL, endpoint or port", body = ErrorBody)))]
+async fn enrol(
+    State(s): State<AppState>,
+    Caller(from): Caller,
+    ApiJson(req): ApiJson<EnrolRequest>,
+) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
+    let reg = registry(&s)?;
+    let spec = NodeSpec {
+        name: req.name,
+        agent_url: req.agent_url,
+        endpoint_host: req.endpoint_host,
+        listen_port: req.listen_port,
+        peer_pool: String::new(),
+        max_peers: default_max_peers(),
+        weight: 1,
+        labels: Vec::new(),
+        enabled: true,
+    };
+    match reg.enrol(req.token, spec, from.clone()).await? {
+        Ok(r) => {
+            tracing::info!(node = %r.node.name, from = %from, by = %r.node.created_by, "enrolled node");
+            Ok((
+                StatusCode::CREATED,
+                Json(Enrolled {
+                    node: r.node.name,
+                    overlay_address: r.node.overlay_address,
+                    secret: r.secret,
+                }),
+            ))
+        }
+        Err(crate::store::JoinRefused::Unknown) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown join token",
+        )),
+        Err(refused) => Err(ApiError::forbidden(refused.to_string())),
+    }
 }
 
 pub fn registry(s: &AppState) -> Result<&Registry, ApiError> {
