@@ -40,3 +40,20 @@ pub mod wgquick;
 
 #[cfg(test)]
 mod tidy;
+
+/// An error with its causes, each said once: reqwest's own message is "error sending
+/// request", and the cause (refused, timed out, bad certificate) is further down, sometimes
+/// after a layer that repeats its cause's words.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}

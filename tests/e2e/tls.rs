@@ -147,52 +147,100 @@ impl Drop for Killed {
     }
 }
 
+/// A running `weft serve` for these tests: its admin token and an API client (over HTTPS,
+/// trusting the test CA, when it serves TLS).
+struct Controller {
+    _child: Killed,
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Controller {
+    async fn start(dir: &Path, extra: &[&std::ffi::OsStr], https_ca: Option<&str>) -> Controller {
+        let token = create_token(&dir.join("data"), "admin", false);
+        let port = free_port();
+        let child = Killed(serve(dir, port, extra));
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = https_ca {
+            client = client
+                .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+        }
+        let scheme = if https_ca.is_some() { "https" } else { "http" };
+        let c = Controller {
+            _child: child,
+            base: format!("{scheme}://127.0.0.1:{port}/"),
+            token,
+            client: client.build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c
+            .api(reqwest::Method::GET, "/healthz")
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "weft serve never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c
+    }
+
+    fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base, &path[1..]))
+            .bearer_auth(&self.token)
+    }
+
+    /// A call with an optional JSON body; the answer's JSON.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.api(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap().json().await.unwrap_or_default()
+    }
+
+    /// Tests node `name` until it answers, or fails the test (early if `agent` exited).
+    async fn wait_online(&self, name: &str, agent: &mut Killed) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let path = format!("/api/v1/nodes/{name}/test");
+            let test = self.call(reqwest::Method::POST, &path, None).await;
+            if test["ok"] == true {
+                assert_eq!(test["status"], "online");
+                return;
+            }
+            if let Ok(Some(status)) = agent.0.try_wait() {
+                panic!("the agent exited: {status:?}");
+            }
+            assert!(Instant::now() < deadline, "{name} never answered: {test}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_agent_serves_https_and_the_controller_trusts_it_through_agent_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca_pem, cert, key) = test_ca(dir.path());
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca_pem).unwrap();
-    let data = dir.path().join("data");
-    let token = create_token(&data, "admin", false);
-    let port = free_port();
-    let _controller = Killed(serve(
-        dir.path(),
-        port,
-        &["--agent-ca".as_ref(), ca_file.as_os_str()],
-    ));
-    let client = reqwest::Client::new();
-    let api = |method: reqwest::Method, path: &str| {
-        client
-            .request(method, format!("http://127.0.0.1:{port}{path}"))
-            .bearer_auth(&token)
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api(reqwest::Method::GET, "/healthz").send().await.is_err() {
-        assert!(Instant::now() < deadline, "weft serve never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    api(reqwest::Method::POST, "/api/v1/pools")
-        .json(&json!({"name": "vpn", "cidr": "10.66.0.0/24"}))
-        .send()
-        .await
-        .unwrap();
+    let agent_ca = ["--agent-ca".as_ref(), ca_file.as_os_str()];
+    let c = Controller::start(dir.path(), &agent_ca, None).await;
+    let pool = json!({"name": "vpn", "cidr": "10.66.0.0/24"});
+    c.call(reqwest::Method::POST, "/api/v1/pools", Some(pool))
+        .await;
     let agent_port = free_port();
-    let registered: Value = api(reqwest::Method::POST, "/api/v1/nodes")
-        .json(
-            &json!({"name": "n1", "agent_url": format!("https://127.0.0.1:{agent_port}/"),
-            "endpoint_host": "127.0.0.1", "peer_pool": "vpn"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let node = json!({"name": "n1", "agent_url": format!("https://127.0.0.1:{agent_port}/"),
+        "endpoint_host": "127.0.0.1", "peer_pool": "vpn"});
+    let registered = c
+        .call(reqwest::Method::POST, "/api/v1/nodes", Some(node))
+        .await;
     let secret = registered["secret"].as_str().unwrap();
     let secret_file = dir.path().join("secret");
     crate::dataplane::write_secret(&secret_file, secret);
-    let _agent = Killed(
+    let mut agent = Killed(
         Command::new(WEFT)
             .args(["agent", "--listen", &format!("127.0.0.1:{agent_port}")])
             .args(["--node-id", "n1", "--secret-file"])
@@ -208,33 +256,15 @@ async fn an_agent_serves_https_and_the_controller_trusts_it_through_agent_ca() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let test: Value = api(reqwest::Method::POST, "/api/v1/nodes/n1/test")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if test["ok"] == true {
-            assert_eq!(test["status"], "online");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the controller never reached the agent: {test}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.wait_online("n1", &mut agent).await;
     // Without the CA, the same agent is not trusted.
     let untrusting =
         crate::dataplane::client_for(&format!("https://127.0.0.1:{agent_port}/"), "n1", secret);
     let e = untrusting.health().await.unwrap_err();
     assert!(
-        weft::controller::nodes::error_chain(&e).contains("certificate"),
+        weft::error_chain(&e).contains("certificate"),
         "{}",
-        weft::controller::nodes::error_chain(&e)
+        weft::error_chain(&e)
     );
 }
 
@@ -277,36 +307,16 @@ async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_not
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca_pem).unwrap();
     let data = dir.path().join("data");
-    let token = create_token(&data, "admin", false);
-    let port = free_port();
-    let _controller = Killed(serve(dir.path(), port, &tls_args(&cert, &key)));
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let base = format!("https://127.0.0.1:{port}/");
-    let api = |method: reqwest::Method, path: &str| {
-        client
-            .request(method, format!("https://127.0.0.1:{port}{path}"))
-            .bearer_auth(&token)
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api(reqwest::Method::GET, "/healthz").send().await.is_err() {
-        assert!(Instant::now() < deadline, "weft serve never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let c = Controller::start(dir.path(), &tls_args(&cert, &key), Some(&ca_pem)).await;
+    let base = c.base.clone();
     for (name, cidr) in [("vpn", "10.67.0.0/24"), ("ov", "100.67.0.0/24")] {
-        api(reqwest::Method::POST, "/api/v1/pools")
-            .json(&json!({"name": name, "cidr": cidr}))
-            .send()
-            .await
-            .unwrap();
+        let pool = json!({"name": name, "cidr": cidr});
+        c.call(reqwest::Method::POST, "/api/v1/pools", Some(pool))
+            .await;
     }
-    api(reqwest::Method::PUT, "/api/v1/overlay")
-        .json(&json!({"pool": "ov"}))
-        .send()
-        .await
-        .unwrap();
+    let overlay = json!({"pool": "ov"});
+    c.call(reqwest::Method::PUT, "/api/v1/overlay", Some(overlay))
+        .await;
     // Made while serving: through the admin socket.
     let made = node_token(&data, &["create", "--pool", "vpn", "--labels", "region=eu"]);
     let secret = made.lines().last().unwrap().trim().to_string();
@@ -344,40 +354,14 @@ async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_not
             .unwrap(),
     );
     // It enrols, writes its secret 0600, starts serving, and the controller reaches it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let test: Value = api(reqwest::Method::POST, "/api/v1/nodes/n1/test")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if test["ok"] == true {
-            break;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!("the joining agent exited: {status:?}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the joined node never answered: {test}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.wait_online("n1", &mut agent).await;
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(agent_dir.join("secret"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let node: Value = api(reqwest::Method::GET, "/api/v1/nodes/n1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let node = c.call(reqwest::Method::GET, "/api/v1/nodes/n1", None).await;
     assert_eq!(node["labels"]["region"], "eu", "{node}");
     assert_eq!(node["peer_pool"], "vpn");
     assert!(
@@ -409,7 +393,7 @@ async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_not
     assert!(!ok && said.contains("used up"), "{said}");
     let (ok, said) = run(join_args("wj_forged", "n2", &base));
     assert!(!ok && said.contains("unknown join token"), "{said}");
-    let plain = format!("http://127.0.0.1:{port}/");
+    let plain = base.replacen("https://", "http://", 1);
     let (ok, said) = run(join_args(&secret, "n2", &plain));
     assert!(
         !ok && said.contains("plain HTTP") && said.contains("--insecure"),
@@ -432,12 +416,6 @@ async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_not
         &base,
     ));
     assert!(!ok && said.contains("expired"), "{said}");
-    let nodes: Value = api(reqwest::Method::GET, "/api/v1/nodes")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes = c.call(reqwest::Method::GET, "/api/v1/nodes", None).await;
     assert_eq!(nodes["items"].as_array().unwrap().len(), 1, "{nodes}");
 }

@@ -108,7 +108,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
         .await
         .map_err(|e| JoinError::Unreachable {
             url: url.to_string(),
-            why: chain(&e),
+            why: crate::error_chain(&e),
         })?;
     let status = answer.status().as_u16();
     let bytes = answer.bytes().await.unwrap_or_default();
@@ -129,21 +129,6 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
         secret_file: args.data_dir.join("secret"),
         overlay_address: v["overlay_address"].as_str().map(str::to_owned),
     })
-}
-
-/// An error and its causes, each said once.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 /// DATA_DIR/secret, mode 0600 from the moment it exists.

@@ -100,22 +100,7 @@ pub fn observe(result: Result<Health, ResponseError>) -> Observation {
     }
 }
 
-/// reqwest's own message is "error sending request"; the cause (refused, timed out) is
-/// further down.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        // Some layers repeat their cause's message word for word: say it once.
-        let text = c.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = c.source();
-    }
-    out
-}
+pub use crate::error_chain;
 
 impl Registry {
     pub fn new(store: Store, secrets: SecretBox, timeout: Duration) -> Registry {
