@@ -303,6 +303,71 @@ pub async fn round(
     Ok(report)
 }
 
+/// The nodes of a mesh.
+pub fn member_names(mesh: &Mesh) -> HashSet<String> {
+    mesh.members.iter().map(|m| m.node.clone()).collect()
+}
+
+/// Marks a mesh applied and pushes it to its members now.
+pub async fn apply(
+    registry: &Registry,
+    seen: &MeshSeen,
+    id_or_name: String,
+) -> Result<Mesh, StoreError> {
+    let mesh = registry
+        .store
+        .write(move |w| w.mark_mesh_applied(&id_or_name))
+        .await?;
+    round(registry, seen, Some(&member_names(&mesh))).await?;
+    Ok(mesh)
+}
+
+/// Where a deleted mesh's member stands: torn down, or why not yet (the next round that
+/// reaches it will).
+#[derive(Debug, Clone)]
+pub struct TearDown {
+    pub node: String,
+    pub pending: Option<String>,
+}
+
+/// Deletes a mesh and tears its interfaces down on its members now; the members keep their
+/// overlay addresses.
+pub async fn delete(
+    registry: &Registry,
+    seen: &MeshSeen,
+    id_or_name: String,
+) -> Result<(Mesh, Vec<TearDown>), StoreError> {
+    let mesh = registry
+        .store
+        .write(move |w| w.delete_mesh(&id_or_name))
+        .await?;
+    round(registry, seen, Some(&member_names(&mesh))).await?;
+    let members = mesh
+        .members
+        .iter()
+        .map(|m| {
+            let pending = match seen.get(&m.node) {
+                None => Some("the node is disabled or has no client".to_string()),
+                Some(r) => match &r.list {
+                    Err(e) => Some(e.clone()),
+                    Ok(l) if l.meshes.iter().any(|x| x.id == mesh.id) => Some(
+                        r.errors
+                            .get(&mesh.id)
+                            .cloned()
+                            .unwrap_or_else(|| "still running".into()),
+                    ),
+                    Ok(_) => None,
+                },
+            };
+            TearDown {
+                node: m.node.clone(),
+                pending,
+            }
+        })
+        .collect();
+    Ok((mesh, members))
+}
+
 /// One member as the status view shows it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MemberState {

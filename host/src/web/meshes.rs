@@ -5,7 +5,7 @@ use super::AppState;
 use super::auth::{Admin, Reader};
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::nodes::registry;
-use crate::controller::meshes::{self, Handshake, MemberState};
+use crate::controller::meshes::{self, Handshake, MemberState, member_names};
 use crate::mesh::reconcile::Drift;
 use crate::mesh::rules::MeshDraft;
 use crate::mesh::{DEFAULT_KEEPALIVE, DEFAULT_MTU, Topology};
@@ -243,10 +243,6 @@ async fn round_now(s: &AppState, nodes: HashSet<String>) -> Result<(), ApiError>
     Ok(())
 }
 
-fn member_names(mesh: &Mesh) -> HashSet<String> {
-    mesh.members.iter().map(|m| m.node.clone()).collect()
-}
-
 /// List meshes. Access: any token.
 #[utoipa::path(get, path = "/api/v1/meshes", tag = "meshes",
     responses((status = 200, body = MeshList), (status = 401, body = ErrorBody)),
@@ -349,8 +345,7 @@ async fn apply_mesh(
     who: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MeshView>, ApiError> {
-    let mesh = s.store.write(move |w| w.mark_mesh_applied(&id)).await?;
-    round_now(&s, member_names(&mesh)).await?;
+    let mesh = meshes::apply(registry(&s)?, &s.mesh_seen, id).await?;
     tracing::info!(mesh = %mesh.name, by = %who.name, "applied mesh");
     Ok(Json(view(&s, mesh)?))
 }
@@ -368,33 +363,17 @@ async fn delete_mesh(
     who: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let mesh = s.store.write(move |w| w.delete_mesh(&id)).await?;
+    let (mesh, members) = meshes::delete(registry(&s)?, &s.mesh_seen, id).await?;
     tracing::info!(mesh = %mesh.name, by = %who.name, "deleted mesh");
-    let members = member_names(&mesh);
-    round_now(&s, members.clone()).await?;
     let mut out = Deleted {
         torn_down: Vec::new(),
         pending: Vec::new(),
     };
-    for m in &mesh.members {
-        let seen = s.mesh_seen.get(&m.node);
-        let error = match &seen {
-            None => Some("the node is disabled or has no client".to_string()),
-            Some(r) => match &r.list {
-                Err(e) => Some(e.clone()),
-                Ok(l) if l.meshes.iter().any(|x| x.id == mesh.id) => Some(
-                    r.errors
-                        .get(&mesh.id)
-                        .cloned()
-                        .unwrap_or_else(|| "still running".into()),
-                ),
-                Ok(_) => None,
-            },
-        };
-        match error {
-            None => out.torn_down.push(m.node.clone()),
+    for m in members {
+        match m.pending {
+            None => out.torn_down.push(m.node),
             Some(error) => out.pending.push(PendingMember {
-                node: m.node.clone(),
+                node: m.node,
                 error,
             }),
         }

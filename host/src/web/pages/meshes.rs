@@ -11,7 +11,7 @@ use super::{Frame, render, see_other};
 use crate::controller::meshes;
 use crate::mesh::reconcile::Drift;
 use crate::mesh::{DEFAULT_KEEPALIVE, DEFAULT_MTU, Topology};
-use crate::store::{Mesh, Pool, Role, StoreError};
+use crate::store::{Mesh, Pool, Role};
 use crate::web::AppState;
 use crate::web::error::{ApiError, PageError};
 use crate::web::meshes::{MemberRequest, MemberView, MeshRequest, MeshView, view};
@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,10 +39,6 @@ fn frame(title: impl Into<String>, user: SignedIn, headers: &HeaderMap) -> Frame
     Frame::signed_in("meshes", title, user, headers)
 }
 
-fn page_err(e: impl Into<ApiError>) -> PageError {
-    PageError::Api(e.into())
-}
-
 /// The page of a mesh: by name, or by id for a mesh whose name is a route of its own.
 fn href(name: &str, id: &str) -> String {
     if name == "new" {
@@ -50,10 +46,6 @@ fn href(name: &str, id: &str) -> String {
     } else {
         format!("/meshes/{}", url_part(name))
     }
-}
-
-fn member_names(mesh: &Mesh) -> HashSet<String> {
-    mesh.members.iter().map(|m| m.node.clone()).collect()
 }
 
 /// Members in step and members drifted. A mesh not applied yet has neither.
@@ -600,10 +592,7 @@ async fn apply(
     AdminForm { user, .. }: AdminForm<Empty>,
 ) -> Result<Response, PageError> {
     let reg = registry(&s).map_err(PageError::Api)?;
-    let mesh = s.store.write(move |w| w.mark_mesh_applied(&id)).await?;
-    meshes::round(reg, &s.mesh_seen, Some(&member_names(&mesh)))
-        .await
-        .map_err(page_err)?;
+    let mesh = meshes::apply(reg, &s.mesh_seen, id).await?;
     tracing::info!(mesh = %mesh.name, by = %user.name, "applied mesh");
     let v = view(&s, mesh).map_err(PageError::Api)?;
     let (in_step, _) = counts(&v);
@@ -651,23 +640,9 @@ async fn delete(
     AdminForm { user, .. }: AdminForm<Empty>,
 ) -> Result<Response, PageError> {
     let reg = registry(&s).map_err(PageError::Api)?;
-    let mesh = s.store.write(move |w| w.delete_mesh(&id)).await?;
+    let (mesh, members) = meshes::delete(reg, &s.mesh_seen, id).await?;
     tracing::info!(mesh = %mesh.name, by = %user.name, "deleted mesh");
-    meshes::round(reg, &s.mesh_seen, Some(&member_names(&mesh)))
-        .await
-        .map_err(|e: StoreError| page_err(e))?;
-    // A member is torn down when its agent answered and no longer lists the mesh.
-    let torn_down = mesh
-        .members
-        .iter()
-        .filter(|m| {
-            s.mesh_seen.get(&m.node).is_some_and(|r| {
-                r.list
-                    .as_ref()
-                    .is_ok_and(|l| !l.meshes.iter().any(|x| x.id == mesh.id))
-            })
-        })
-        .count();
+    let torn_down = members.iter().filter(|m| m.pending.is_none()).count();
     let total = mesh.members.len();
     let pending = if torn_down < total {
         " (the others at the next round, once they answer)"
