@@ -42,18 +42,30 @@ async fn index(handle: &Handle, iface: &str) -> Result<u32, NetlinkError> {
     }
 }
 
+/// A netlink connection and the index of `iface`.
+async fn open(iface: &str) -> Result<(Handle, u32), NetlinkError> {
+    let handle = handle().await?;
+    let index = index(&handle, iface).await?;
+    Ok((handle, index))
+}
+
+/// The error of a netlink call `what` on `iface`.
+fn failed<'a>(
+    iface: &'a str,
+    what: &'static str,
+) -> impl Fn(rtnetlink::Error) -> NetlinkError + 'a {
+    move |source| NetlinkError::Call {
+        what,
+        iface: iface.to_string(),
+        source,
+    }
+}
+
 /// Makes `address` the interface's only address, sets its MTU and brings it up. The kernel
 /// then routes the address's prefix to the interface.
 pub async fn configure(iface: &str, address: IpNet, mtu: u32) -> Result<(), NetlinkError> {
-    let handle = handle().await?;
-    let index = index(&handle, iface).await?;
-    let call = |what| {
-        move |source| NetlinkError::Call {
-            what,
-            iface: iface.to_string(),
-            source,
-        }
-    };
+    let (handle, index) = open(iface).await?;
+    let call = |what| failed(iface, what);
     let mut existing = handle
         .address()
         .get()
@@ -90,15 +102,8 @@ pub async fn configure(iface: &str, address: IpNet, mtu: u32) -> Result<(), Netl
 /// added (protocol `static`) that are no longer wanted. Routes the kernel made (for the
 /// interface's own address) are left alone.
 pub async fn set_routes(iface: &str, wanted: &[IpNet]) -> Result<(), NetlinkError> {
-    let handle = handle().await?;
-    let index = index(&handle, iface).await?;
-    let call = |what| {
-        move |source| NetlinkError::Call {
-            what,
-            iface: iface.to_string(),
-            source,
-        }
-    };
+    let (handle, index) = open(iface).await?;
+    let call = |what| failed(iface, what);
     let wanted: HashSet<IpNet> = wanted.iter().map(IpNet::trunc).collect();
     let mut have = HashSet::new();
     let mut stale = Vec::new();

@@ -21,31 +21,41 @@ pub struct Fixture {
     pub state: AppState,
 }
 
+/// A store in `dir` with these pools (name, CIDR) and the admin and viewer tokens.
+pub async fn store_with(dir: &std::path::Path, pools: &[(&str, &str)]) -> Store {
+    let store = Store::open(&dir.join("db.redb")).unwrap();
+    for (name, cidr) in pools {
+        let spec = PoolSpec {
+            name: name.to_string(),
+            cidr: cidr.parse().unwrap(),
+            description: None,
+            reserve_gateway: true,
+            static_ranges: vec![],
+        };
+        store
+            .write(move |w| w.create_pool(&spec, "test"))
+            .await
+            .unwrap();
+    }
+    store
+        .write(|w| w.create_token("admin", ADMIN, false))
+        .await
+        .unwrap();
+    store
+        .write(|w| w.create_token("viewer", VIEWER, true))
+        .await
+        .unwrap();
+    store
+}
+
 impl Fixture {
     pub async fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.redb")).unwrap();
-        for (name, cidr) in [("peers-a", "10.8.0.0/24"), ("overlay", "100.64.0.0/24")] {
-            let spec = PoolSpec {
-                name: name.into(),
-                cidr: cidr.parse().unwrap(),
-                description: None,
-                reserve_gateway: true,
-                static_ranges: vec![],
-            };
-            store
-                .write(move |w| w.create_pool(&spec, "test"))
-                .await
-                .unwrap();
-        }
-        store
-            .write(|w| w.create_token("admin", ADMIN, false))
-            .await
-            .unwrap();
-        store
-            .write(|w| w.create_token("viewer", VIEWER, true))
-            .await
-            .unwrap();
+        let store = store_with(
+            dir.path(),
+            &[("peers-a", "10.8.0.0/24"), ("overlay", "100.64.0.0/24")],
+        )
+        .await;
         let registry = Registry::new(
             store.clone(),
             SecretBox::open_or_create(dir.path()).unwrap(),

@@ -8,7 +8,7 @@ use crate::agent_client::AgentClient;
 use crate::controller::peers::{NodeSource, PeerError, PeerNode};
 use crate::ipam::Status;
 use crate::protocol::{HEADER_NODE, HEADER_SIGNATURE, MemoryNonces, ReplayGuard, Secret, Secrets};
-use crate::store::{PoolSpec, Store};
+use crate::web::api_fixture::{ADMIN, VIEWER, store_with};
 use crate::web::{AppState, router};
 use axum::Router;
 use axum::body::Body;
@@ -21,9 +21,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::ServiceExt;
-
-const ADMIN: &str = "admin-secret-token-0123456789";
-const VIEWER: &str = "viewer-secret-token-0123456789";
 
 fn secret(s: &str) -> Secret {
     Secret::new(format!("{s}-the-shared-secret-of-a-node").into_bytes()).unwrap()
@@ -198,28 +195,11 @@ struct Fixture {
 impl Fixture {
     async fn new(nodes: Vec<PeerNode>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.redb")).unwrap();
-        for (name, cidr) in [("peers-a", "10.8.0.0/24"), ("peers-b", "10.9.0.0/24")] {
-            let spec = PoolSpec {
-                name: name.into(),
-                cidr: cidr.parse().unwrap(),
-                description: None,
-                reserve_gateway: true,
-                static_ranges: vec![],
-            };
-            store
-                .write(move |w| w.create_pool(&spec, "test"))
-                .await
-                .unwrap();
-        }
-        store
-            .write(|w| w.create_token("admin", ADMIN, false))
-            .await
-            .unwrap();
-        store
-            .write(|w| w.create_token("viewer", VIEWER, true))
-            .await
-            .unwrap();
+        let store = store_with(
+            dir.path(),
+            &[("peers-a", "10.8.0.0/24"), ("peers-b", "10.9.0.0/24")],
+        )
+        .await;
         let nodes = Arc::new(TestNodes(Mutex::new(nodes)));
         let mut state = AppState::new(store);
         state.peer_nodes = nodes.clone();
