@@ -112,6 +112,14 @@ pub enum NodeCommand {
         #[command(subcommand)]
         command: JoinTokenCommand,
     },
+    /// Give a node a new shared secret, through its agent, with no failed request: the
+    /// agent takes the new one before the old one stops working.
+    RotateSecret {
+        /// The node's name
+        name: String,
+        #[command(flatten)]
+        common: DataDirArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +154,15 @@ pub enum JoinTokenCommand {
     },
 }
 
+impl AgentArgs {
+    /// The secret file given, or DATA_DIR/secret.
+    pub fn secret_file(&self) -> PathBuf {
+        self.secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::agent::SECRET_FILE))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Address to serve the controller's requests on
@@ -154,10 +171,10 @@ pub struct AgentArgs {
     /// The node id the controller gave this node (part of every signature)
     #[arg(long, env = "WEFT_NODE_ID")]
     pub node_id: String,
-    /// The file holding the node's shared secret (mode 0600). Give it twice during a
-    /// rotation: either secret is accepted
-    #[arg(long, env = "WEFT_SECRET_FILE", required = true, num_args = 1)]
-    pub secret_file: Vec<PathBuf>,
+    /// The file holding the node's shared secret (mode 0600), DATA_DIR/secret by default.
+    /// A rotation rewrites it, so the agent must be able to write its folder
+    #[arg(long, env = "WEFT_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Where the agent keeps its state (agent.redb, dataplane.json, keys/)
     #[arg(long, env = "WEFT_AGENT_DATA_DIR")]
     pub data_dir: PathBuf,
