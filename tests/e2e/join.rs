@@ -3,8 +3,12 @@
 //! controller reaches it with its token's pool and labels and an overlay address. A reused,
 //! forged, revoked or expired token is refused, saying which, and changes nothing (no node,
 //! no use of any token, no address taken, no secret written); a plain-HTTP URL without
-//! `--insecure` is refused before any request.
+//! `--insecure` is refused before any request. Once on loopback, and once across network
+//! namespaces (needs root; skips elsewhere), where the node also takes a peer that a real
+//! WireGuard client in a third namespace pings the node through.
 
+use crate::dataplane::{Sockets, wg_quick_up};
+use crate::netns::{Netns, cannot_run, link};
 use crate::support::{WEFT, free_port};
 use crate::tls::{Controller, Killed, LOOPBACK, test_ca, tls_args};
 use reqwest::{Method, StatusCode};
@@ -245,4 +249,166 @@ async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_not
         said(&Command::new(&args[0]).args(&args[1..]).output().unwrap())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_in_its_own_namespace_joins_takes_a_peer_and_bad_tokens_change_nothing() {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let started = Instant::now();
+    let id = std::process::id() % 200 + 20;
+    let dir = tempfile::tempdir().unwrap();
+    // A joined agent names its peer interface weft0 (`weft agent join` has no
+    // --peer-interface); the client's is named after its file.
+    let client_iface = format!("wj{id}");
+    let _sockets = Sockets(vec![
+        weft::agent_api::PEER_INTERFACE.into(),
+        client_iface.clone(),
+    ]);
+    // The controller in the root namespace, the node in its own, linked; a client behind the
+    // node, which reaches the node's one address through it.
+    let (controller_ip, node_ip) = (format!("10.206.{id}.1"), format!("10.206.{id}.2"));
+    let mut node_ns = Netns::new("join");
+    let client_ns = Netns::new("jcl");
+    link(
+        None,
+        &format!("{controller_ip}/30"),
+        &node_ns,
+        &format!("{node_ip}/30"),
+    );
+    link(
+        Some(&node_ns),
+        &format!("10.207.{id}.1/30"),
+        &client_ns,
+        &format!("10.207.{id}.2/30"),
+    );
+    client_ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        &format!("10.206.{id}.0/30"),
+        "via",
+        &format!("10.207.{id}.1"),
+    ]);
+
+    let ca = test_ca(dir.path(), &[&controller_ip]);
+    let c = Controller::start(
+        dir.path(),
+        &controller_ip,
+        &tls_args(&ca.cert, &ca.key),
+        Some(&ca.pem),
+    )
+    .await;
+    for (name, cidr) in [("jp", "10.69.0.0/24"), ("jo", "100.69.0.0/24")] {
+        let pool = json!({"name": name, "cidr": cidr});
+        let (status, body) = c
+            .call_status(Method::POST, "/api/v1/pools", Some(pool))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let overlay = json!({"pool": "jo"});
+    let (status, body) = c
+        .call_status(Method::PUT, "/api/v1/overlay", Some(overlay))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, secret) = new_token(&c, &["--pool", "jp", "--labels", "region=eu"]);
+
+    // The node joins from its namespace, then serves there.
+    let join = Join {
+        ca: ca.file.clone(),
+        listen: format!("{node_ip}:7443"),
+        endpoint: node_ip.clone(),
+    };
+    let agent_dir = dir.path().join("agent");
+    let log = dir.path().join("agent.log");
+    let mut args = vec![WEFT.to_string()];
+    args.extend(join.args(&c.base, &secret, "n1", &agent_dir));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = node_ns.spawn(&args, &[("WEFT_LOG", "info")], &log);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    c.wait_online("n1", || {
+        node_ns
+            .exited(agent)
+            .map(|s| format!("{s:?}\n{}", log_text()))
+    })
+    .await;
+    let node = assert_enrolled(&c, "n1", "jp", "100.69.0.", &node_ip, &agent_dir).await;
+    assert_eq!(
+        node["agent_url"],
+        format!("http://{node_ip}:7443/"),
+        "{node}"
+    );
+    assert_eq!(node["endpoint_host"], node_ip, "{node}");
+    let overlay_address = node["overlay_address"].as_str().unwrap();
+    assert!(
+        log_text().contains(&format!("with overlay address {overlay_address}")),
+        "{}",
+        log_text()
+    );
+
+    // It takes a peer: on its interface, with an address from the token's pool.
+    let (status, created) = c
+        .call_status(
+            Method::POST,
+            "/api/v1/peers",
+            Some(json!({"name": "p1", "node": "n1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}\n{}", log_text());
+    assert_eq!(created["peer"]["node"], "n1");
+    assert!(
+        created["peer"]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.69.0.")),
+        "{created}"
+    );
+    let iface = weft::agent_api::PEER_INTERFACE;
+    let shown = String::from_utf8_lossy(&node_ns.exec(&["wg", "show", iface]).stdout).into_owned();
+    let key = created["peer"]["public_key"].as_str().unwrap();
+    assert!(shown.contains(&format!("peer: {key}")), "{shown}");
+    let addr = String::from_utf8_lossy(
+        &node_ns
+            .exec(&["ip", "-o", "-4", "addr", "show", "dev", iface])
+            .stdout,
+    )
+    .into_owned();
+    let node_addr = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address on {iface}: {addr}"))
+        .to_string();
+    assert!(node_addr.starts_with("10.69.0."), "{addr}");
+
+    // A real client with the peer's file reaches the node through the tunnel.
+    let conf = dir.path().join(format!("{client_iface}.conf"));
+    std::fs::write(&conf, created["config"].as_str().unwrap()).unwrap();
+    wg_quick_up(&client_ns, &conf);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !client_ns
+        .try_exec(&["ping", "-c", "1", "-W", "1", &node_addr])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no ping through the peer; node: {}\n{}",
+            String::from_utf8_lossy(&node_ns.exec(&["wg", "show", iface]).stdout),
+            log_text()
+        );
+    }
+
+    // Bad joins from the node's namespace: refused, and nothing changes.
+    bad_joins_are_refused(&c, "jp", &secret, dir.path(), |url, token, data| {
+        let args = join.bounded(url, token, "n2", data);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        said(&node_ns.try_exec(&args))
+    })
+    .await;
+    // The node still serves after all that.
+    c.wait_online("n1", || None).await;
+    println!("joined in a namespace in {:?}", started.elapsed());
 }
