@@ -103,6 +103,12 @@ pub struct JoinArgs {
     /// The private key (PEM) of --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The name of the node's peer interface, as for `weft agent`
+    #[arg(long, env = "WEFT_PEER_INTERFACE", default_value = crate::agent_api::PEER_INTERFACE)]
+    pub peer_interface: String,
+    /// Where the WireGuard UAPI sockets go, as for `weft agent`
+    #[arg(long, env = "WEFT_UAPI_DIR", default_value = crate::dataplane::uapi::SOCKET_DIR)]
+    pub uapi_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

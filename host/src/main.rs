@@ -311,10 +311,10 @@ async fn join_and_run(j: weft::cli::JoinArgs) -> Result<(), String> {
         node_id: j.name,
         secret_file: Some(joined.secret_file),
         data_dir: j.data_dir,
-        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
+        peer_interface: j.peer_interface,
         tls_cert: j.tls_cert,
         tls_key: j.tls_key,
-        uapi_dir: weft::dataplane::uapi::SOCKET_DIR.into(),
+        uapi_dir: j.uapi_dir,
     };
     weft::agent::run(args, weft::server::shutdown_signal())
         .await

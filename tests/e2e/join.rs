@@ -58,6 +58,8 @@ struct Join {
     ca: std::path::PathBuf,
     listen: String,
     endpoint: String,
+    /// The node's peer interface: named per test, so tests never share a UAPI socket.
+    peer_interface: String,
 }
 
 impl Join {
@@ -79,6 +81,8 @@ impl Join {
             self.ca.to_str().unwrap(),
             "--data-dir",
             data.to_str().unwrap(),
+            "--peer-interface",
+            &self.peer_interface,
         ]
         .map(String::from)
         .to_vec()
@@ -227,6 +231,7 @@ async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_not
         ca: ca.file.clone(),
         listen: format!("127.0.0.1:{}", free_port()),
         endpoint: "127.0.0.1".into(),
+        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
     };
     let agent_dir = dir.path().join("agent");
     let mut agent = Killed(
@@ -260,13 +265,10 @@ async fn a_node_in_its_own_namespace_joins_takes_a_peer_and_bad_tokens_change_no
     let started = Instant::now();
     let id = std::process::id() % 200 + 20;
     let dir = tempfile::tempdir().unwrap();
-    // A joined agent names its peer interface weft0 (`weft agent join` has no
-    // --peer-interface); the client's is named after its file.
-    let client_iface = format!("wj{id}");
-    let _sockets = Sockets(vec![
-        weft::agent_api::PEER_INTERFACE.into(),
-        client_iface.clone(),
-    ]);
+    // Both interfaces named for this test: their UAPI sockets are in the one folder `wg`
+    // reads; the client's is named after its file.
+    let (peer_iface, client_iface) = (format!("wjp{id}"), format!("wj{id}"));
+    let _sockets = Sockets(vec![peer_iface.clone(), client_iface.clone()]);
     // The controller in the root namespace, the node in its own, linked; a client behind the
     // node, which reaches the node's one address through it.
     let (controller_ip, node_ip) = (format!("10.206.{id}.1"), format!("10.206.{id}.2"));
@@ -320,6 +322,7 @@ async fn a_node_in_its_own_namespace_joins_takes_a_peer_and_bad_tokens_change_no
         ca: ca.file.clone(),
         listen: format!("{node_ip}:7443"),
         endpoint: node_ip.clone(),
+        peer_interface: peer_iface.clone(),
     };
     let agent_dir = dir.path().join("agent");
     let log = dir.path().join("agent.log");
@@ -364,7 +367,7 @@ async fn a_node_in_its_own_namespace_joins_takes_a_peer_and_bad_tokens_change_no
             .is_some_and(|a| a.starts_with("10.69.0.")),
         "{created}"
     );
-    let iface = weft::agent_api::PEER_INTERFACE;
+    let iface = peer_iface.as_str();
     let shown = String::from_utf8_lossy(&node_ns.exec(&["wg", "show", iface]).stdout).into_owned();
     let key = created["peer"]["public_key"].as_str().unwrap();
     assert!(shown.contains(&format!("peer: {key}")), "{shown}");
@@ -411,4 +414,97 @@ async fn a_node_in_its_own_namespace_joins_takes_a_peer_and_bad_tokens_change_no
     // The node still serves after all that.
     c.wait_online("n1", || None).await;
     println!("joined in a namespace in {:?}", started.elapsed());
+}
+
+/// `weft node rotate-secret NAME` on the controller's data dir (through its admin socket).
+fn rotate_secret(c: &Controller, name: &str) -> (bool, String) {
+    said(
+        &Command::new(WEFT)
+            .args(["node", "rotate-secret", name, "--data-dir"])
+            .arg(&c.data)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_nodes_secret_rotates_while_the_controller_hammers_it_and_no_call_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path(), LOOPBACK);
+    let c = Controller::start(
+        dir.path(),
+        "127.0.0.1",
+        &tls_args(&ca.cert, &ca.key),
+        Some(&ca.pem),
+    )
+    .await;
+    let pool = json!({"name": "vpn", "cidr": "10.68.0.0/24"});
+    c.call(Method::POST, "/api/v1/pools", Some(pool)).await;
+    let (_, token) = new_token(&c, &["--pool", "vpn"]);
+    let join = Join {
+        ca: ca.file.clone(),
+        listen: format!("127.0.0.1:{}", free_port()),
+        endpoint: "127.0.0.1".into(),
+        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
+    };
+    let agent_dir = dir.path().join("agent");
+    let mut agent = Killed(
+        Command::new(WEFT)
+            .args(join.args(&c.base, &token, "n1", &agent_dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    c.wait_online("n1", || {
+        agent.0.try_wait().ok().flatten().map(|s| format!("{s:?}"))
+    })
+    .await;
+    let secret_file = agent_dir.join("secret");
+    let first = std::fs::read(&secret_file).unwrap();
+
+    // Pollers: signed calls through the controller, back to back, while it rotates.
+    let c = std::sync::Arc::new(c);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pollers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    answers.push(c.call(Method::POST, "/api/v1/nodes/n1/test", None).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        let c = c.clone();
+        let (ok, said) = tokio::task::spawn_blocking(move || rotate_secret(&c, "n1"))
+            .await
+            .unwrap();
+        assert!(ok, "weft node rotate-secret: {said}");
+        assert!(said.contains("rotated the secret of node \"n1\""), "{said}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = 0;
+    for p in pollers {
+        for answer in p.await.unwrap() {
+            calls += 1;
+            assert_eq!(
+                answer["ok"], true,
+                "a call failed during the rotation: {answer}"
+            );
+        }
+    }
+    assert!(calls >= 4, "the pollers ran ({calls} calls)");
+
+    // The agent holds one new secret, on disk, and a rotation of an unknown node says so.
+    let now = std::fs::read(&secret_file).unwrap();
+    assert_ne!(first, now, "the secret file was rewritten");
+    assert!(!agent_dir.join("secret.next").exists());
+    let (ok, said) = rotate_secret(&c, "nope");
+    assert!(!ok && said.contains("nope"), "{said}");
+    let answer = c.call(Method::POST, "/api/v1/nodes/n1/test", None).await;
+    assert_eq!(answer["ok"], true, "{answer}");
 }
