@@ -144,7 +144,8 @@ pub struct RegisteredNode {
     /// The node's shared secret (64 hex characters): the whole content of the agent's
     /// secret file. weft keeps it only sealed and never shows it again.
     pub secret: String,
-    /// The command to run on the node, once the secret is in `/etc/weft/secret` (mode 0600).
+    /// The command to run on the node, once the secret is in `/var/lib/weft-agent/secret`
+    /// (mode 0600).
     pub agent_command: String,
 }
 
@@ -204,6 +205,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_nodes, create_node))
         .routes(routes!(get_node, edit_node, delete_node))
         .routes(routes!(test_node))
+        .routes(routes!(rotate_secret))
         .routes(routes!(get_overlay, set_overlay))
         .routes(routes!(enrol))
 }
@@ -319,7 +321,7 @@ pub fn agent_command(node: &Node) -> String {
         .and_then(|u| u.port_or_known_default())
         .map_or_else(|| "0.0.0.0:7443".to_string(), |p| format!("0.0.0.0:{p}"));
     format!(
-        "weft agent --listen {listen} --node-id {} --secret-file /etc/weft/secret --data-dir /var/lib/weft",
+        "weft agent --listen {listen} --node-id {} --data-dir /var/lib/weft-agent",
         node.name
     )
 }
@@ -466,6 +468,25 @@ async fn test_node(
         error,
         status,
     }))
+}
+
+/// Rotate the node's shared secret through its agent, with no failed request meanwhile
+/// (docs/agent-protocol.md, "Rotating the secret"); the new secret is never shown. Access: a
+/// write token. 502 when the agent does not take it: if it did not stage it, the secret is
+/// unchanged; if it did not confirm, it accepts both until a rotation finishes.
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/rotate-secret", tag = "nodes",
+    params(("name" = String, Path, description = "node name")),
+    responses((status = 204, description = "rotated"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody)),
+    security(("token" = [])))]
+async fn rotate_secret(
+    State(s): State<AppState>,
+    who: Admin,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    registry(&s)?.rotate_secret(&name, &who.name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The overlay pool. Access: any token.
