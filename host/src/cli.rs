@@ -37,7 +37,7 @@ pub enum Command {
     },
     /// Run a node's agent: answers the controller's signed requests (docs/agent-protocol.md);
     /// `weft agent join` enrols a new node first.
-    Agent(AgentCommand),
+    Agent(Box<AgentCommand>),
     /// Join tokens that enrol nodes (works whether or not `weft serve` is running).
     Node {
         #[command(subcommand)]

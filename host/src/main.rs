@@ -38,6 +38,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Plugin { command } => plugin(command),
         Command::Agent(cmd) => {
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            let cmd = *cmd;
             match (cmd.command, cmd.run) {
                 (Some(AgentSubcommand::Join(j)), _) => rt.block_on(join_and_run(j)),
                 (None, Some(args)) => rt

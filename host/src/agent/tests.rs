@@ -283,12 +283,15 @@ fn the_secret_file_is_in_the_data_dir_unless_given() {
         ];
         argv.extend_from_slice(extra);
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Agent(crate::cli::AgentCommand {
+        let crate::cli::Command::Agent(agent) = cli.command else {
+            panic!("not the agent command");
+        };
+        let crate::cli::AgentCommand {
             command: None,
             run: Some(args),
-        }) = cli.command
+        } = *agent
         else {
-            panic!("not the agent command");
+            panic!("not the agent run");
         };
         args.secret_file()
     };
