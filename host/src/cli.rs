@@ -197,6 +197,10 @@ pub struct AgentArgs {
     /// Where the WireGuard UAPI sockets go (`wg show` looks in /var/run/wireguard)
     #[arg(long, env = "WEFT_UAPI_DIR", default_value = crate::dataplane::uapi::SOCKET_DIR)]
     pub uapi_dir: std::path::PathBuf,
+    /// Move packets one at a time, without the kernel's TUN and UDP offloads (TSO, GSO,
+    /// GRO); for comparison and for kernels where they misbehave
+    #[arg(long, env = "WEFT_NO_OFFLOAD")]
+    pub no_offload: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -316,6 +316,7 @@ async fn join_and_run(j: weft::cli::JoinArgs) -> Result<(), String> {
         tls_cert: j.tls_cert,
         tls_key: j.tls_key,
         uapi_dir: j.uapi_dir,
+        no_offload: false,
     };
     weft::agent::run(args, weft::server::shutdown_signal())
         .await

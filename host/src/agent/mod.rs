@@ -170,6 +170,7 @@ pub async fn run(
         args.peer_interface.clone(),
         args.uapi_dir.clone(),
     )?;
+    plane.set_offload(!args.no_offload);
     // Interfaces and peers come back before the controller is answered.
     plane.restore().await;
     let listen_err = |source| AgentError::Listen {

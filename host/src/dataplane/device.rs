@@ -2,10 +2,17 @@
 //! peer, joined by three tasks — TUN to network (encrypt), network to TUN (decrypt), and the
 //! timers (handshakes, keepalives, rekeys). The protocol is boringtun's; the I/O is weft's.
 //!
+//! The I/O moves packets in batches, not one per system call. The TUN runs with the kernel's
+//! offloads (virtio-net headers, TSO, tun-rs's port of wireguard-go's offload code): one read
+//! brings a TCP super-segment, split into MTU-sized packets; decrypted packets are coalesced
+//! again before one write. The socket (quinn-udp) sends a run of encrypted packets to one
+//! endpoint as one UDP GSO send and receives many datagrams per call (`recvmmsg`, UDP GRO).
+//! Each falls back to one packet at a time where the kernel lacks it, with a log line.
+//!
 //! Each task owns its buffers, so no packet allocates. A peer's `Tunn` sits behind its own
-//! mutex, held only while one packet is processed and sent with a non-blocking send (UDP and
-//! TUN writes never wait on a lock holder's I/O).
+//! mutex, held only while one packet is processed; sends happen after it is released.
 
+use super::gso::{Run, Runs};
 use super::keys::KeyPair;
 use crate::agent_api::{PeerDump, PeerSpec, PublicKey};
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -18,8 +25,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// Handshakes per second answered before cookies are asked for (boringtun's own figure).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
@@ -28,6 +37,18 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// Largest packet read from the TUN or the socket, plus WireGuard's overhead.
 const BUF: usize = 65_535 + 32;
 pub const MTU: u16 = 1420;
+/// Room for one packet of the interface (at most [`MTU`]) with WireGuard's header, tag and
+/// padding.
+const PACKET: usize = 2048;
+/// Packets per TUN batch: a 64 KiB super-segment splits into fewer than this.
+const TUN_BATCH: usize = IDEAL_BATCH_SIZE;
+/// Where a decrypted packet starts in its buffer: room for the virtio-net header the
+/// coalescing TUN write puts in front.
+const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
+/// No IP packet is shorter than an IPv4 header.
+const MIN_IP_PACKET: usize = 20;
+/// Largest datagram run one receive brings with UDP GRO.
+const GRO_BUF: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -105,6 +126,8 @@ struct Shared {
     limiter: Arc<RateLimiter>,
     tun: tun_rs::AsyncDevice,
     udp: UdpSocket,
+    /// The socket's batching state (GSO segments, GRO), from quinn-udp.
+    udp_state: quinn_udp::UdpSocketState,
     peers: RwLock<Peers>,
 }
 
@@ -137,6 +160,80 @@ fn shown_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
+/// The TUN, with offloads if asked and the kernel has them; else without, saying so.
+fn open_tun(name: &str, offload: bool) -> Result<tun_rs::AsyncDevice, DeviceError> {
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(name)
+            .mtu(MTU)
+            .offload(offload)
+            .build_async()
+    };
+    let err = |source| DeviceError::Tun {
+        name: name.to_string(),
+        source,
+    };
+    if !offload {
+        return build(false).map_err(err);
+    }
+    match build(true) {
+        Ok(tun) => Ok(tun),
+        Err(e) => {
+            tracing::warn!(iface = name, error = %e, "TUN offloads unavailable: one packet per read and write");
+            build(false).map_err(err)
+        }
+    }
+}
+
+fn setsockopt(udp: &UdpSocket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a live socket, and a pointer to an int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            udp.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Lets the kernel fragment datagrams larger than the path (both families: the socket is
+/// dual-stack).
+fn allow_fragments(udp: &UdpSocket) -> std::io::Result<()> {
+    setsockopt(
+        udp,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    )?;
+    setsockopt(
+        udp,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    )?;
+    setsockopt(udp, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)
+}
+
+fn set_udp_gro(udp: &UdpSocket, on: bool) -> std::io::Result<()> {
+    setsockopt(udp, libc::SOL_UDP, libc::UDP_GRO, i32::from(on))
+}
+
+/// Whether a read error means the TUN is gone (stop), rather than one bad read (drop it).
+fn tun_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::EBADFD | libc::ENODEV | libc::ENXIO)
+    )
+}
+
 fn bind_udp(port: u16) -> Result<UdpSocket, DeviceError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| DeviceError::Udp { port, source };
@@ -150,16 +247,39 @@ fn bind_udp(port: u16) -> Result<UdpSocket, DeviceError> {
 
 impl Device {
     /// Creates the TUN `name` and the socket on `listen_port`, and starts the tasks.
-    pub fn start(name: &str, keys: KeyPair, listen_port: u16) -> Result<Device, DeviceError> {
-        let tun = tun_rs::DeviceBuilder::new()
-            .name(name)
-            .mtu(MTU)
-            .build_async()
-            .map_err(|source| DeviceError::Tun {
-                name: name.to_string(),
-                source,
-            })?;
+    /// `offload`: use the kernel's TUN and UDP offloads where it has them.
+    pub fn start(
+        name: &str,
+        keys: KeyPair,
+        listen_port: u16,
+        offload: bool,
+    ) -> Result<Device, DeviceError> {
+        let tun = open_tun(name, offload)?;
         let udp = bind_udp(listen_port)?;
+        let udp_err = |source| DeviceError::Udp {
+            port: listen_port,
+            source,
+        };
+        let udp_state = quinn_udp::UdpSocketState::new((&udp).into()).map_err(udp_err)?;
+        // quinn-udp forbids fragmentation (QUIC probes its path MTU); WireGuard lets the
+        // kernel fragment a datagram too large for the path, as the kernel module does.
+        allow_fragments(&udp).map_err(udp_err)?;
+        if !offload {
+            set_udp_gro(&udp, false).map_err(udp_err)?;
+        }
+        let gso = if offload {
+            udp_state.max_gso_segments()
+        } else {
+            1
+        };
+        tracing::info!(
+            iface = name,
+            tun_tso = tun.tcp_gso(),
+            tun_uso = tun.udp_gso(),
+            udp_gso_segments = gso,
+            udp_gro_segments = if offload { udp_state.gro_segments() } else { 1 },
+            "data plane offloads"
+        );
         let limiter = Arc::new(RateLimiter::new(&keys.public, HANDSHAKE_RATE_LIMIT));
         let shared = Arc::new(Shared {
             name: name.to_string(),
@@ -167,10 +287,11 @@ impl Device {
             limiter,
             tun,
             udp,
+            udp_state,
             peers: RwLock::new(Peers::default()),
         });
         let tasks = vec![
-            tokio::spawn(outbound(shared.clone())),
+            tokio::spawn(outbound(shared.clone(), offload)),
             tokio::spawn(inbound(shared.clone())),
             tokio::spawn(timers(shared.clone())),
         ];
@@ -310,128 +431,285 @@ fn send(shared: &Shared, packet: &[u8], to: SocketAddr) {
     }
 }
 
-fn to_tun(shared: &Shared, peer: &Peer, packet: &[u8], src: IpAddr) {
-    // Only what the peer may send from: its allowed IPs are also its source filter.
-    if !peer.allowed_ips.iter().any(|n| n.contains(&src)) {
-        return;
-    }
-    if let Err(e) = shared.tun.try_send(packet) {
-        tracing::trace!(iface = %shared.name, error = %e, "packet not written to the TUN");
+/// Sends a run of encrypted packets as one UDP send (GSO when it holds several), waiting
+/// for room in the socket rather than dropping a whole run.
+async fn send_run(shared: &Shared, out: &[u8], run: Run) {
+    let transmit = quinn_udp::Transmit {
+        destination: wire_addr(run.to),
+        ecn: None,
+        contents: &out[run.start..run.end],
+        segment_size: run.segment_size(),
+        src_ip: None,
+    };
+    let sent = shared
+        .udp
+        .async_io(Interest::WRITABLE, || {
+            shared.udp_state.send((&shared.udp).into(), &transmit)
+        })
+        .await;
+    if let Err(e) = sent {
+        tracing::trace!(iface = %shared.name, error = %e, "packets not sent");
     }
 }
 
-/// TUN → network: find the peer by destination, encrypt, send to its endpoint.
-async fn outbound(shared: Arc<Shared>) {
-    let mut src = vec![0u8; BUF];
-    let mut dst = vec![0u8; BUF];
+/// TUN → network: read a batch (a super-segment split into packets), find each packet's
+/// peer by destination, encrypt it into one buffer end to end, and send runs to each
+/// endpoint with one system call.
+async fn outbound(shared: Arc<Shared>, offload: bool) {
+    let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65_535];
+    let mut bufs = vec![vec![0u8; PACKET]; TUN_BATCH];
+    let mut sizes = vec![0usize; TUN_BATCH];
+    let mut out = vec![0u8; TUN_BATCH * PACKET];
     loop {
-        let n = match shared.tun.recv(&mut src).await {
+        let n = match shared
+            .tun
+            .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
+            .await
+        {
             Ok(n) => n,
-            Err(e) => {
+            Err(e) if tun_gone(&e) => {
                 tracing::warn!(iface = %shared.name, error = %e, "TUN read failed; interface stopped");
                 return;
             }
-        };
-        let packet = &src[..n];
-        let Some(dst_ip) = Tunn::dst_address(packet) else {
-            continue;
-        };
-        let peer = {
-            let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
-            match peers.routes.longest_match(dst_ip) {
-                Some((_, p)) => p.clone(),
-                None => continue,
+            Err(e) => {
+                // One read the offload code could not split (a malformed header, more
+                // segments than buffers): dropped, as wireguard-go drops it.
+                tracing::debug!(iface = %shared.name, error = %e, "TUN read dropped");
+                continue;
             }
         };
-        let mut p = lock(&peer);
-        let endpoint = p.endpoint;
-        match p.tunn.encapsulate(packet, &mut dst) {
-            TunnResult::WriteToNetwork(out) => {
-                if let Some(ep) = endpoint {
-                    send(&shared, out, ep);
+        // Read per batch: quinn-udp lowers it when the kernel refuses a GSO send.
+        let gso = if offload {
+            shared.udp_state.max_gso_segments()
+        } else {
+            1
+        };
+        let mut runs = Runs::new(gso);
+        let mut used = 0;
+        for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
+            let packet = &buf[..size];
+            let Some(dst_ip) = Tunn::dst_address(packet) else {
+                continue;
+            };
+            let peer = {
+                let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
+                match peers.routes.longest_match(dst_ip) {
+                    Some((_, p)) => p.clone(),
+                    None => continue,
                 }
+            };
+            let (len, endpoint) = {
+                let mut p = lock(&peer);
+                let endpoint = p.endpoint;
+                match p.tunn.encapsulate(packet, &mut out[used..]) {
+                    TunnResult::WriteToNetwork(o) => (o.len(), endpoint),
+                    TunnResult::Err(e) => {
+                        tracing::debug!(iface = %shared.name, error = ?e, "encapsulate failed");
+                        continue;
+                    }
+                    _ => continue,
+                }
+            };
+            let Some(to) = endpoint else { continue };
+            if let Some(run) = runs.push(to, used, len) {
+                send_run(&shared, &out, run).await;
             }
-            TunnResult::Err(e) => {
-                tracing::debug!(iface = %shared.name, error = ?e, "encapsulate failed")
-            }
-            _ => {}
+            used += len;
+        }
+        if let Some(run) = runs.finish() {
+            send_run(&shared, &out, run).await;
         }
     }
 }
 
-/// Network → TUN: find the peer (by its handshake's static key, or the index in the
-/// session id), decrypt, write to the TUN; answer handshakes and flush queued packets.
+/// Decrypted packets waiting for one coalescing TUN write.
+struct ToTun {
+    bufs: Vec<Vec<u8>>,
+    ready: usize,
+    gro: GROTable,
+}
+
+impl ToTun {
+    fn new() -> ToTun {
+        // Room to grow: the coalescing write appends segments to a flow's first packet,
+        // up to a 64 KiB super-segment, and merges only where the capacity allows.
+        let buf = || {
+            let mut b = Vec::with_capacity(TUN_OFFSET + 65_535);
+            b.resize(TUN_OFFSET + PACKET, 0);
+            b
+        };
+        ToTun {
+            bufs: (0..TUN_BATCH).map(|_| buf()).collect(),
+            ready: 0,
+            gro: GROTable::default(),
+        }
+    }
+
+    /// The buffer the next packet is decrypted into, whole again (a coalescing write
+    /// shortens and lengthens them).
+    fn next(&mut self) -> &mut [u8] {
+        let buf = &mut self.bufs[self.ready];
+        buf.resize(TUN_OFFSET + PACKET, 0);
+        &mut buf[TUN_OFFSET..]
+    }
+
+    /// Keeps the packet of `len` bytes just decrypted into [`ToTun::next`]; true when the
+    /// batch is full.
+    fn keep(&mut self, len: usize) -> bool {
+        self.bufs[self.ready].truncate(TUN_OFFSET + len);
+        self.ready += 1;
+        self.ready == self.bufs.len()
+    }
+
+    async fn flush(&mut self, shared: &Shared) {
+        if self.ready == 0 {
+            return;
+        }
+        let written = shared
+            .tun
+            .send_multiple(&mut self.gro, &mut self.bufs[..self.ready], TUN_OFFSET)
+            .await;
+        if let Err(e) = written {
+            // One packet the coalescing code refused must not take the batch with it.
+            tracing::debug!(iface = %shared.name, error = %e, "batch refused; writing packets one by one");
+            let vnet = shared.tun.tcp_gso();
+            for buf in &mut self.bufs[..self.ready] {
+                let packet = if vnet {
+                    // A header that asks for nothing: no segmentation, no checksum.
+                    buf[..TUN_OFFSET].fill(0);
+                    &buf[..]
+                } else {
+                    &buf[TUN_OFFSET..]
+                };
+                if let Err(e) = shared.tun.try_send(packet) {
+                    tracing::trace!(iface = %shared.name, error = %e, "packet not written to the TUN");
+                }
+            }
+        }
+        self.ready = 0;
+    }
+}
+
+/// Network → TUN: receive a batch of datagrams; for each find the peer (by its handshake's
+/// static key, or the index in the session id) and decrypt; write the batch to the TUN at
+/// once. Handshakes are answered and queued packets flushed on the way.
 async fn inbound(shared: Arc<Shared>) {
-    let mut src = vec![0u8; BUF];
-    let mut dst = vec![0u8; BUF];
+    let mut bufs = vec![vec![0u8; GRO_BUF]; quinn_udp::BATCH_SIZE];
+    let mut metas = vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
+    let mut scratch = vec![0u8; BUF];
+    let mut to_tun = ToTun::new();
     loop {
-        let (n, from) = match shared.udp.recv_from(&mut src).await {
-            Ok(r) => r,
+        let received = {
+            let mut slices: Vec<std::io::IoSliceMut<'_>> = bufs
+                .iter_mut()
+                .map(|b| std::io::IoSliceMut::new(b))
+                .collect();
+            shared
+                .udp
+                .async_io(Interest::READABLE, || {
+                    shared
+                        .udp_state
+                        .recv((&shared.udp).into(), &mut slices, &mut metas)
+                })
+                .await
+        };
+        let n = match received {
+            Ok(n) => n,
             Err(e) => {
                 tracing::debug!(iface = %shared.name, error = %e, "UDP receive failed");
+                tokio::task::yield_now().await;
                 continue;
             }
         };
-        let from = shown_addr(from);
-        let datagram = &src[..n];
-        let peer = {
-            let packet = match shared
-                .limiter
-                .verify_packet(Some(from.ip()), datagram, &mut dst)
-            {
-                Ok(p) => p,
-                Err(TunnResult::WriteToNetwork(cookie)) => {
-                    send(&shared, cookie, from);
-                    continue;
+        for (meta, buf) in metas.iter().zip(&bufs).take(n) {
+            let from = shown_addr(meta.addr);
+            let stride = meta.stride.max(1);
+            for datagram in buf[..meta.len].chunks(stride) {
+                if datagram_in(&shared, from, datagram, &mut scratch, &mut to_tun).await {
+                    to_tun.flush(&shared).await;
                 }
-                Err(_) => continue,
-            };
-            let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
-            let found = match packet {
-                Packet::HandshakeInit(p) => {
-                    parse_handshake_anon(&shared.keys.private, &shared.keys.public, &p)
-                        .ok()
-                        .and_then(|hh| peers.by_key.get(&PublicKey(hh.peer_static_public)))
-                }
-                Packet::HandshakeResponse(p) => peers.by_index.get(&(p.receiver_idx >> 8)),
-                Packet::PacketCookieReply(p) => peers.by_index.get(&(p.receiver_idx >> 8)),
-                Packet::PacketData(p) => peers.by_index.get(&(p.receiver_idx >> 8)),
-            };
-            match found {
-                Some(p) => p.clone(),
-                None => continue,
             }
-        };
-        let mut guard = lock(&peer);
-        let p = &mut *guard;
-        let ok = match p.tunn.decapsulate(Some(from.ip()), datagram, &mut dst) {
-            TunnResult::Done => true,
-            TunnResult::Err(e) => {
-                tracing::debug!(iface = %shared.name, error = ?e, "decapsulate failed");
-                false
-            }
-            TunnResult::WriteToNetwork(out) => {
-                send(&shared, out, from);
-                // Packets queued while the handshake ran go out now.
-                while let TunnResult::WriteToNetwork(out) = p.tunn.decapsulate(None, &[], &mut dst)
-                {
-                    send(&shared, out, from);
-                }
-                true
-            }
-            TunnResult::WriteToTunnelV4(packet, src_ip) => {
-                to_tun(&shared, p, packet, IpAddr::V4(src_ip));
-                true
-            }
-            TunnResult::WriteToTunnelV6(packet, src_ip) => {
-                to_tun(&shared, p, packet, IpAddr::V6(src_ip));
-                true
-            }
-        };
-        if ok {
-            // Roaming: an authenticated packet says where the peer is now.
-            p.endpoint = Some(from);
         }
+        to_tun.flush(&shared).await;
+    }
+}
+
+/// One datagram from `from`. True when the TUN batch is full.
+async fn datagram_in(
+    shared: &Shared,
+    from: SocketAddr,
+    datagram: &[u8],
+    scratch: &mut [u8],
+    to_tun: &mut ToTun,
+) -> bool {
+    // Larger than any packet of the interface could make: boringtun would need a larger
+    // buffer than the TUN batch has (and panics when given a short one).
+    if datagram.len() > PACKET {
+        return false;
+    }
+    let peer = {
+        let packet = match shared
+            .limiter
+            .verify_packet(Some(from.ip()), datagram, scratch)
+        {
+            Ok(p) => p,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                send(shared, cookie, from);
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        let found = match packet {
+            Packet::HandshakeInit(p) => {
+                parse_handshake_anon(&shared.keys.private, &shared.keys.public, &p)
+                    .ok()
+                    .and_then(|hh| peers.by_key.get(&PublicKey(hh.peer_static_public)))
+            }
+            Packet::HandshakeResponse(p) => peers.by_index.get(&(p.receiver_idx >> 8)),
+            Packet::PacketCookieReply(p) => peers.by_index.get(&(p.receiver_idx >> 8)),
+            Packet::PacketData(p) => peers.by_index.get(&(p.receiver_idx >> 8)),
+        };
+        match found {
+            Some(p) => p.clone(),
+            None => return false,
+        }
+    };
+    let mut guard = lock(&peer);
+    let p = &mut *guard;
+    let (ok, kept) = match p.tunn.decapsulate(Some(from.ip()), datagram, to_tun.next()) {
+        TunnResult::Done => (true, None),
+        TunnResult::Err(e) => {
+            tracing::debug!(iface = %shared.name, error = ?e, "decapsulate failed");
+            (false, None)
+        }
+        TunnResult::WriteToNetwork(out) => {
+            send(shared, out, from);
+            // Packets queued while the handshake ran go out now.
+            while let TunnResult::WriteToNetwork(out) = p.tunn.decapsulate(None, &[], scratch) {
+                send(shared, out, from);
+            }
+            (true, None)
+        }
+        TunnResult::WriteToTunnelV4(packet, src_ip) => {
+            (true, Some((packet.len(), IpAddr::V4(src_ip))))
+        }
+        TunnResult::WriteToTunnelV6(packet, src_ip) => {
+            (true, Some((packet.len(), IpAddr::V6(src_ip))))
+        }
+    };
+    if ok {
+        // Roaming: an authenticated packet says where the peer is now.
+        p.endpoint = Some(from);
+    }
+    match kept {
+        // Only what the peer may send from: its allowed IPs are also its source filter.
+        Some((len, src))
+            if len >= MIN_IP_PACKET && p.allowed_ips.iter().any(|n| n.contains(&src)) =>
+        {
+            to_tun.keep(len)
+        }
+        _ => false,
     }
 }
 

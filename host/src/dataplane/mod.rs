@@ -6,6 +6,7 @@
 //! Every change is applied first, then saved: what is saved always ran once.
 
 pub mod device;
+mod gso;
 pub mod keys;
 pub mod netlink;
 pub mod state;
@@ -83,6 +84,8 @@ pub struct DataPlane {
     /// The key every mesh interface of this node uses (`keys/.mesh.key`): the controller
     /// learns it once and can configure a member's peers before that member runs the mesh.
     mesh_keys: KeyPair,
+    /// Whether interfaces use the kernel's TUN and UDP offloads (on unless turned off).
+    offload: std::sync::atomic::AtomicBool,
     inner: tokio::sync::Mutex<Inner>,
     me: Weak<DataPlane>,
 }
@@ -126,12 +129,18 @@ impl DataPlane {
             peer_interface,
             uapi_dir,
             mesh_keys,
+            offload: std::sync::atomic::AtomicBool::new(true),
             inner: tokio::sync::Mutex::new(Inner {
                 state,
                 running: HashMap::new(),
             }),
             me: me.clone(),
         }))
+    }
+
+    /// Turns the kernel offloads on or off for interfaces started from now on.
+    pub fn set_offload(&self, on: bool) {
+        self.offload.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn peer_interface(&self) -> &str {
@@ -182,7 +191,8 @@ impl DataPlane {
         address: ipnet::IpNet,
         mtu: u16,
     ) -> Result<Running, PlaneError> {
-        let device = Device::start(name, keys, listen_port)?;
+        let offload = self.offload.load(std::sync::atomic::Ordering::Relaxed);
+        let device = Device::start(name, keys, listen_port, offload)?;
         netlink::configure(name, address, u32::from(mtu)).await?;
         let me = self
             .me
