@@ -411,12 +411,16 @@ async fn get_node(
     security(("token" = [])))]
 async fn edit_node(
     State(s): State<AppState>,
-    _: Admin,
+    who: Admin,
     ApiPath(name): ApiPath<String>,
     ApiJson(edit): ApiJson<NodeEdit>,
 ) -> Result<Json<NodeView>, ApiError> {
     let patch = NodePatch::from(edit);
-    let node = s.store.write(move |w| w.update_node(&name, &patch)).await?;
+    let actor = who.name;
+    let node = s
+        .store
+        .write(move |w| w.update_node(&name, &patch, &actor))
+        .await?;
     Ok(Json(view(&s, node)?))
 }
 

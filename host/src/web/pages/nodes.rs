@@ -246,21 +246,10 @@ impl NodeForm {
         );
         let max_peers = number(&self.max_peers, 250, &mut errors.max_peers, "max_peers");
         let weight = number(&self.weight, 1, &mut errors.weight, "weight");
-        let mut labels = Vec::new();
-        for pair in self
-            .labels
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            match pair.split_once('=') {
-                Some((k, v)) => labels.push((k.trim().to_string(), v.trim().to_string())),
-                None => {
-                    errors.labels = Some(format!("labels: {pair:?} is not key=value"));
-                    break;
-                }
-            }
-        }
+        let labels = crate::input::parse_labels(&self.labels).unwrap_or_else(|e| {
+            errors.labels = Some(format!("labels: {e}"));
+            Vec::new()
+        });
         if errors.any() {
             return Err(Box::new(errors));
         }
@@ -452,8 +441,12 @@ async fn edit(
         labels: Some(parsed.labels),
         enabled: None,
     };
-    let n = name.clone();
-    match s.store.write(move |w| w.update_node(&n, &patch)).await {
+    let (n, actor) = (name.clone(), user.name.clone());
+    match s
+        .store
+        .write(move |w| w.update_node(&n, &patch, &actor))
+        .await
+    {
         Ok(_) => Ok(see_other(
             "/nodes",
             &format!("Saved node {name}"),
@@ -484,9 +477,9 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..NodePatch::default()
     };
-    let n = name.clone();
+    let (n, actor) = (name.clone(), user.name.clone());
     s.store
-        .write(move |w| w.update_node(&n, &patch))
+        .write(move |w| w.update_node(&n, &patch, &actor))
         .await
         .map_err(page_err)?;
     tracing::info!(user = %user.name, node = %name, enabled, "node switched");
