@@ -376,6 +376,13 @@ fn routes() -> Vec<Route> {
             Body::None,
             S::OK,
         ),
+        r(
+            M::GET,
+            "/api/v1/nodes/{name}/history",
+            "/api/v1/nodes/n1/history",
+            Body::None,
+            S::OK,
+        ),
         // A mesh of n1 alone, whose agent never answers: applied, it shows n1 as missing.
         r(
             M::GET,
