@@ -159,11 +159,19 @@ pub fn relative(secs: i64) -> String {
     match secs {
         s if s < 0 => "in the future".into(),
         0 => "just now".into(),
-        s if s < 60 => format!("{s} s ago"),
-        s if s < 3600 => format!("{} min ago", s / 60),
-        s if s < 86_400 => format!("{} h ago", s / 3600),
-        s if s < 2 * 86_400 => "1 day ago".into(),
-        s => format!("{} days ago", s / 86_400),
+        s => format!("{} ago", span(s)),
+    }
+}
+
+/// A positive number of seconds in the largest unit that fits: "12 s", "3 min", "5 h",
+/// "1 day", "2 days".
+fn span(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h", s / 3600),
+        s if s < 2 * 86_400 => "1 day".into(),
+        s => format!("{} days", s / 86_400),
     }
 }
 

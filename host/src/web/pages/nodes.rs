@@ -1,12 +1,13 @@
-//! The node pages: nodes as cards (status, last seen, peers of capacity as a bar), register
-//! (the secret shown once), edit, enable or disable, test the connection, delete.
+//! The node pages: nodes as cards (status, last seen, peers of capacity as a bar), one node
+//! with its history, register (the secret shown once), edit, enable or disable, test the
+//! connection, delete.
 //!
 //! Every change goes through the same store and registry operations as the JSON API
 //! (`web/nodes.rs`); a refusal comes back on the form with the API's status and message.
 
 use super::{Frame, render, see_other};
 use crate::controller::nodes::Registry;
-use crate::store::{Node, NodePatch, NodeSpec, Pool, Role, StoreError};
+use crate::store::{Node, NodeAction, NodeEvent, NodePatch, NodeSpec, Pool, Role, StoreError};
 use crate::web::AppState;
 use crate::web::error::{ApiError, PageError};
 use crate::web::nodes::{agent_command, endpoint, registry};
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/nodes", get(list).post(create))
         .route("/nodes/new", get(new_form))
+        .route("/nodes/{name}", get(show))
         .route("/nodes/{name}/edit", get(edit_form).post(edit))
         .route("/nodes/{name}/enabled", post(set_enabled))
         .route("/nodes/{name}/test", post(test))
@@ -76,7 +78,7 @@ impl NodeCard {
     }
 }
 
-fn labels_text(labels: &[(String, String)]) -> String {
+pub(super) fn labels_text(labels: &[(String, String)]) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -125,6 +127,57 @@ async fn list(
         frame: frame("Nodes", user, &headers),
         cards: cards(&s, nodes)?,
         overlay,
+        now: jiff::Timestamp::now().as_second(),
+        admin,
+    };
+    Ok(render(StatusCode::OK, &page.frame, &page, s.secure_cookies))
+}
+
+// ---- one node ----
+
+#[derive(Template)]
+#[template(path = "node.html")]
+struct NodePage {
+    frame: Frame,
+    csrf: String,
+    card: NodeCard,
+    /// Its history, newest first: what changed last is what a reader looks for.
+    events: Vec<NodeEvent>,
+    now: i64,
+    admin: bool,
+}
+
+/// What a history entry says happened, for the timeline.
+pub fn action_text(action: &NodeAction) -> &'static str {
+    match action {
+        NodeAction::Registered => "Registered",
+        NodeAction::Enrolled { .. } => "Enrolled",
+        NodeAction::Edited => "Edited",
+        NodeAction::Enabled => "Enabled",
+        NodeAction::Disabled => "Disabled",
+        NodeAction::SecretRotated => "Secret rotated",
+    }
+}
+
+/// One node: its card and its history. Any signed-in user.
+async fn show(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    user: SignedIn,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    // One snapshot: the node and the history that led to it.
+    let (node, mut events) = s
+        .store
+        .read(|r| Ok((r.node(&name)?, r.node_history(&name)?)))?;
+    let node = node.ok_or_else(|| not_found(&name))?;
+    events.reverse();
+    let admin = user.role == Role::Admin;
+    let page = NodePage {
+        csrf: user.csrf.clone(),
+        frame: frame(format!("Node {name}"), user, &headers),
+        card: cards(&s, vec![node])?.remove(0),
+        events,
         now: jiff::Timestamp::now().as_second(),
         admin,
     };
