@@ -7,6 +7,7 @@
 
 mod addresses;
 mod dashboard;
+mod join_tokens;
 mod login;
 mod meshes;
 mod nodes;
@@ -50,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .merge(addresses::router())
         .merge(plugins::router())
         .merge(nodes::router())
+        .merge(join_tokens::router())
         .merge(peers::router())
         .merge(meshes::router())
 }
@@ -160,6 +162,15 @@ pub fn relative(secs: i64) -> String {
         s if s < 0 => "in the future".into(),
         0 => "just now".into(),
         s => format!("{} ago", span(s)),
+    }
+}
+
+/// How long from now `secs` seconds is: "in 12 s", "in 5 h"; "now" for no time left.
+pub fn ahead(secs: i64) -> String {
+    if secs <= 0 {
+        "now".into()
+    } else {
+        format!("in {}", span(secs))
     }
 }
 

@@ -604,6 +604,7 @@ async fn anonymous_form_post_is_sent_to_login_without_a_way_back_to_the_post() {
 
 // Each page's own router tests, using the fixture and helpers above.
 mod addresses;
+mod join_tokens;
 mod meshes;
 mod nodes;
 mod peers;
