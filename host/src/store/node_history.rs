@@ -26,7 +26,9 @@ pub enum NodeAction {
     },
     /// Its settings changed (agent URL, endpoint, port, pool, capacity, weight, labels).
     Edited,
+    /// Switched on: polled, and chosen for peers, again.
     Enabled,
+    /// Switched off: not polled, never chosen for peers.
     Disabled,
     /// Its shared secret was replaced.
     SecretRotated,
@@ -83,7 +85,7 @@ impl Writer<'_> {
     }
 
     /// Forgets node `node`'s history (the node is being deleted).
-    pub(crate) fn delete_node_history(&mut self, node: &str) -> Result<()> {
+    pub(super) fn delete_node_history(&mut self, node: &str) -> Result<()> {
         self.t
             .node_history
             .retain_in((node, 0)..=(node, u64::MAX), |_, _| false)?;

@@ -276,7 +276,7 @@ impl Writer<'_> {
     }
 
     /// Registers a node without a history entry: its caller records how it came.
-    pub(crate) fn insert_node(
+    pub(super) fn insert_node(
         &mut self,
         spec: &NodeSpec,
         secret: SealedSecret,
