@@ -59,13 +59,13 @@ fn main() {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
-            let app = weft::agent::router(guard, plane.clone());
+            let file = weft::agent::SecretFile::new(format!("/nonexistent/{node}.secret"));
+            let app = weft::agent::router(guard, plane.clone(), file);
             tokio::spawn(async move { axum::serve(listener, app).await });
             let client = AgentClient::new(
                 url::Url::parse(&format!("http://{addr}/")).expect("url"),
                 node.clone(),
                 secret(i),
-                Secrets::one(secret(i)),
                 Duration::from_secs(5),
             )
             .expect("client");

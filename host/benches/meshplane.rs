@@ -22,7 +22,7 @@ use weft::agent_api::{MeshList, MeshStatus};
 use weft::agent_client::AgentClient;
 use weft::mesh::Topology;
 use weft::mesh::config::{Member, MeshParams, generate};
-use weft::protocol::{Secret, Secrets};
+use weft::protocol::Secret;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const MESH_ID: &str = "be4c0ffee0000001";
@@ -167,7 +167,6 @@ async fn weft_mesh(a: &mut Netns, b: &mut Netns, dir: &Path) {
             format!("http://{listen}/").parse().expect("url"),
             &node,
             s.clone(),
-            Secrets::one(s),
             Duration::from_secs(5),
         )
         .expect("client");

@@ -156,7 +156,11 @@ fn round_trip() {
                     async move { axum::Json(weft::agent::health(started, &plane).await) }
                 }),
             )
-            .merge(weft::agent::router(guard, plane.clone()));
+            .merge(weft::agent::router(
+                guard,
+                plane.clone(),
+                weft::agent::SecretFile::new(dir.path().join("secret")),
+            ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -173,24 +177,21 @@ fn round_trip() {
             .await
             .expect("bind");
         let memory_addr = listener.local_addr().expect("addr");
-        let app = weft::agent::router(in_memory, plane.clone());
+        let app = weft::agent::router(
+            in_memory,
+            plane.clone(),
+            weft::agent::SecretFile::new(dir.path().join("secret")),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         let memory = AgentClient::new(
             url::Url::parse(&format!("http://{memory_addr}/")).expect("url"),
             NODE,
             key(),
-            Secrets::one(key()),
             Duration::from_secs(5),
         )
         .expect("client");
-        let signed = AgentClient::new(
-            base.clone(),
-            NODE,
-            key(),
-            Secrets::one(key()),
-            Duration::from_secs(5),
-        )
-        .expect("client");
+        let signed =
+            AgentClient::new(base.clone(), NODE, key(), Duration::from_secs(5)).expect("client");
         let plain = reqwest::Client::new();
         let plain_url = base.join("/unsigned/health").expect("url");
 

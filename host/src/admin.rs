@@ -42,6 +42,10 @@ pub enum AdminRequest {
     JoinTokenRevoke {
         id: String,
     },
+    /// Rotates a node's shared secret through its agent.
+    NodeRotateSecret {
+        name: String,
+    },
     /// A consistent copy of the database to `path` (absolute: the server's working folder
     /// is not the command's).
     Backup {
@@ -63,6 +67,21 @@ impl AdminRequest {
             AdminRequest::PluginList | AdminRequest::PluginReload | AdminRequest::PluginRun { .. }
         )
     }
+
+    fn needs_registry(&self) -> bool {
+        matches!(self, AdminRequest::NodeRotateSecret { .. })
+    }
+}
+
+/// What a request is carried out with: the store, and what some requests need besides.
+#[derive(Clone)]
+pub struct AdminContext {
+    pub store: Store,
+    pub plugins: Option<Arc<PluginHost>>,
+    /// The node registry, for requests that talk to agents.
+    pub registry: Option<crate::controller::nodes::Registry>,
+    /// Whether this is the running server (else a command that opened the store).
+    pub serving: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,18 +114,22 @@ pub enum AdminResponse {
 }
 
 /// Carries out a request against an open store and, for plugin requests, a plugin host.
-/// `serving`: whether this is the running server (else a command that opened the store).
-pub async fn execute(
-    store: &Store,
-    plugins: Option<&Arc<PluginHost>>,
-    serving: bool,
-    req: AdminRequest,
-) -> AdminResponse {
+pub async fn execute(ctx: &AdminContext, req: AdminRequest) -> AdminResponse {
+    let (store, serving) = (&ctx.store, ctx.serving);
     if req.needs_plugins() {
-        let Some(host) = plugins.cloned() else {
+        let Some(host) = ctx.plugins.clone() else {
             return AdminResponse::Error("the plugin host is not running".into());
         };
         return plugin_request(store.clone(), host, serving, req).await;
+    }
+    if let AdminRequest::NodeRotateSecret { name } = req {
+        let Some(registry) = &ctx.registry else {
+            return AdminResponse::Error("the node registry is not open".into());
+        };
+        return match registry.rotate_secret(&name, "cli").await {
+            Ok(_) => AdminResponse::Done,
+            Err(e) => AdminResponse::Error(e.to_string()),
+        };
     }
     let result = match req {
         AdminRequest::TokenCreate { name, read_only } => {
@@ -160,8 +183,11 @@ pub async fn execute(
                 .unwrap_or(Err(StoreError::Panicked))
                 .map(|rows| AdminResponse::BackedUp { rows, serving })
         }
-        AdminRequest::PluginList | AdminRequest::PluginReload | AdminRequest::PluginRun { .. } => {
-            return AdminResponse::Error("a plugin request reached the store".into());
+        AdminRequest::PluginList
+        | AdminRequest::PluginReload
+        | AdminRequest::PluginRun { .. }
+        | AdminRequest::NodeRotateSecret { .. } => {
+            return AdminResponse::Error("a plugin or agent request reached the store".into());
         }
     };
     result.unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
@@ -198,11 +224,7 @@ async fn plugin_request(
 }
 
 /// Serves the admin socket until the task is dropped. One JSON request line, one JSON answer.
-pub async fn serve(
-    data_dir: &Path,
-    store: Store,
-    plugins: Option<Arc<PluginHost>>,
-) -> std::io::Result<()> {
+pub async fn serve(data_dir: &Path, ctx: AdminContext) -> std::io::Result<()> {
     let path = config::admin_socket(data_dir);
     // A socket left by a killed server would make bind fail.
     let _ = std::fs::remove_file(&path);
@@ -210,8 +232,7 @@ pub async fn serve(
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let store = store.clone();
-        let plugins = plugins.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -220,7 +241,7 @@ pub async fn serve(
                 return;
             }
             let answer = match serde_json::from_str::<AdminRequest>(&line) {
-                Ok(req) => execute(&store, plugins.as_ref(), true, req).await,
+                Ok(req) => execute(&ctx, req).await,
                 Err(e) => AdminResponse::Error(format!("bad admin request: {e}")),
             };
             let mut out = serde_json::to_vec(&answer).unwrap_or_default();
@@ -244,6 +265,8 @@ pub enum AdminError {
     Runtime(std::io::Error),
     #[error("cannot start the plugin host: {0}")]
     Plugins(String),
+    #[error("cannot open the node registry: {0}")]
+    Registry(String),
 }
 
 /// Runs a request from the command line: through the server if one is running, else directly
@@ -275,8 +298,19 @@ pub fn run(config: &Config, req: AdminRequest) -> Result<AdminResponse, AdminErr
                 } else {
                     None
                 };
-                let answer = rt.block_on(execute(&store, plugins.as_ref(), false, req));
-                drop(plugins);
+                let registry = if req.needs_registry() {
+                    Some(registry(config, &store).map_err(AdminError::Registry)?)
+                } else {
+                    None
+                };
+                let ctx = AdminContext {
+                    store,
+                    plugins,
+                    registry,
+                    serving: false,
+                };
+                let answer = rt.block_on(execute(&ctx, req));
+                let AdminContext { store, .. } = ctx;
                 store.close();
                 return Ok(answer);
             }
@@ -285,6 +319,20 @@ pub fn run(config: &Config, req: AdminRequest) -> Result<AdminResponse, AdminErr
         }
     }
     Err(AdminError::Locked(socket.display().to_string()))
+}
+
+/// The registry a command uses when no server runs: as `weft serve` would build it.
+fn registry(config: &Config, store: &Store) -> Result<crate::controller::nodes::Registry, String> {
+    let secrets =
+        crate::secretbox::SecretBox::open_or_create(&config.data_dir).map_err(|e| e.to_string())?;
+    let roots = match &config.agent_ca {
+        Some(path) => crate::https::read_roots(path)?,
+        None => Vec::new(),
+    };
+    Ok(
+        crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout)
+            .with_agent_roots(roots),
+    )
 }
 
 fn call(mut stream: UnixStream, req: &AdminRequest) -> std::io::Result<AdminResponse> {

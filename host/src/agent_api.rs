@@ -349,6 +349,13 @@ pub struct MeshList {
     pub meshes: Vec<MeshStatus>,
 }
 
+/// `PUT /v1/secret`: the next secret, sealed for the agent (`protocol::seal_next_secret`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StageSecret {
+    pub next: String,
+}
+
 /// The body of every refusal: a stable code and a message for people.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgentErrorBody {

@@ -3,8 +3,9 @@
 
 use crate::protocol::{
     HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Nonce, RequestParts,
-    ResponseVerifyError, Secret, Secrets, sign_request, verify_response,
+    ResponseVerifyError, Secret, seal_next_secret, sign_request, verify_response,
 };
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Largest answer read from an agent.
@@ -40,15 +41,30 @@ pub struct AgentAnswer {
     pub body: Vec<u8>,
 }
 
+impl AgentAnswer {
+    /// Why the agent refused (a verified answer outside 2xx): `code: message` from its
+    /// error body, else the start of the body.
+    pub fn refusal(&self) -> String {
+        refusal_of(&self.body)
+    }
+}
+
+/// The reason in a refusal's body.
+pub fn refusal_of(body: &[u8]) -> String {
+    serde_json::from_slice::<crate::agent_api::AgentErrorBody>(body)
+        .map(|b| format!("{}: {}", b.error, b.message))
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(200).collect())
+}
+
 /// A client for one node's agent.
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
     base: url::Url,
     node: String,
-    /// Requests are signed with the first; answers are accepted under either.
-    secrets: Secrets,
-    signing: Secret,
+    /// Shared by every clone, so a rotation switches them all at once: after
+    /// [`AgentClient::switch_secret`] no clone signs with the old secret.
+    signing: Arc<RwLock<Secret>>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -72,10 +88,9 @@ impl AgentClient {
         base: url::Url,
         node: impl Into<String>,
         signing: Secret,
-        secrets: Secrets,
         timeout: Duration,
     ) -> Result<Self, ResponseError> {
-        Self::with_roots(base, node, signing, secrets, timeout, &[])
+        Self::with_roots(base, node, signing, timeout, &[])
     }
 
     /// [`AgentClient::new`], trusting `roots` (a private CA) for `https://` agents besides
@@ -84,7 +99,6 @@ impl AgentClient {
         base: url::Url,
         node: impl Into<String>,
         signing: Secret,
-        secrets: Secrets,
         timeout: Duration,
         roots: &[reqwest::Certificate],
     ) -> Result<Self, ResponseError> {
@@ -100,9 +114,21 @@ impl AgentClient {
             http,
             base,
             node: node.into(),
-            secrets,
-            signing,
+            signing: Arc::new(RwLock::new(signing)),
         })
+    }
+
+    /// The secret requests are signed with now.
+    fn signing(&self) -> Secret {
+        self.signing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Signs with `secret` from the next request on, in this client and every clone.
+    pub fn switch_secret(&self, secret: Secret) {
+        *self.signing.write().unwrap_or_else(|p| p.into_inner()) = secret;
     }
 
     /// Sends a signed request for `path_and_query` (e.g. `/v1/health`) and returns the
@@ -113,12 +139,25 @@ impl AgentClient {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<AgentAnswer, ResponseError> {
+        self.call_signed(&self.signing(), method, path_and_query, body)
+            .await
+    }
+
+    /// [`AgentClient::call`] under `signing`; the answer must come under the same secret,
+    /// even if a rotation switches meanwhile.
+    async fn call_signed(
+        &self,
+        signing: &Secret,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<AgentAnswer, ResponseError> {
         let url = self.base.join(path_and_query)?;
         let nonce = Nonce::random();
         let timestamp = unix_now();
         // Sign what goes on the wire: the URL as parsed, which is what reqwest sends.
         let signature = sign_request(
-            &self.signing,
+            signing,
             &RequestParts {
                 node: &self.node,
                 method: method.as_str(),
@@ -163,7 +202,7 @@ impl AgentClient {
             return Err(ResponseError::Refused { status, code });
         }
         verify_response(
-            &self.secrets,
+            signing,
             &self.node,
             nonce,
             status,
@@ -180,5 +219,22 @@ impl AgentClient {
             .call(reqwest::Method::GET, "/v1/health", Vec::new())
             .await?;
         Ok(serde_json::from_slice(&answer.body)?)
+    }
+
+    /// Stages `next` on the agent (`PUT /v1/secret`), sealed under the secret this request
+    /// is signed with. From its answer on, the agent accepts both.
+    pub async fn stage_secret(&self, next: &Secret) -> Result<AgentAnswer, ResponseError> {
+        let signing = self.signing();
+        let sealed = seal_next_secret(&signing, &self.node, next, rand::random());
+        let body = serde_json::to_vec(&crate::agent_api::StageSecret { next: sealed })?;
+        self.call_signed(&signing, reqwest::Method::PUT, "/v1/secret", body)
+            .await
+    }
+
+    /// Asks the agent to make the staged secret its only one (`POST /v1/secret/commit`);
+    /// signed with it, so call [`AgentClient::switch_secret`] first.
+    pub async fn commit_secret(&self) -> Result<AgentAnswer, ResponseError> {
+        self.call(reqwest::Method::POST, "/v1/secret/commit", Vec::new())
+            .await
     }
 }

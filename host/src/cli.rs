@@ -37,7 +37,7 @@ pub enum Command {
     },
     /// Run a node's agent: answers the controller's signed requests (docs/agent-protocol.md);
     /// `weft agent join` enrols a new node first.
-    Agent(AgentCommand),
+    Agent(Box<AgentCommand>),
     /// Join tokens that enrol nodes (works whether or not `weft serve` is running).
     Node {
         #[command(subcommand)]
@@ -103,6 +103,12 @@ pub struct JoinArgs {
     /// The private key (PEM) of --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The name of the node's peer interface, as for `weft agent`
+    #[arg(long, env = "WEFT_PEER_INTERFACE", default_value = crate::agent_api::PEER_INTERFACE)]
+    pub peer_interface: String,
+    /// Where the WireGuard UAPI sockets go, as for `weft agent`
+    #[arg(long, env = "WEFT_UAPI_DIR", default_value = crate::dataplane::uapi::SOCKET_DIR)]
+    pub uapi_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +117,14 @@ pub enum NodeCommand {
     Token {
         #[command(subcommand)]
         command: JoinTokenCommand,
+    },
+    /// Give a node a new shared secret, through its agent, with no failed request: the
+    /// agent takes the new one before the old one stops working.
+    RotateSecret {
+        /// The node's name
+        name: String,
+        #[command(flatten)]
+        common: DataDirArgs,
     },
 }
 
@@ -146,6 +160,15 @@ pub enum JoinTokenCommand {
     },
 }
 
+impl AgentArgs {
+    /// The secret file given, or DATA_DIR/secret.
+    pub fn secret_file(&self) -> PathBuf {
+        self.secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::agent::SECRET_FILE))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Address to serve the controller's requests on
@@ -154,10 +177,10 @@ pub struct AgentArgs {
     /// The node id the controller gave this node (part of every signature)
     #[arg(long, env = "WEFT_NODE_ID")]
     pub node_id: String,
-    /// The file holding the node's shared secret (mode 0600). Give it twice during a
-    /// rotation: either secret is accepted
-    #[arg(long, env = "WEFT_SECRET_FILE", required = true, num_args = 1)]
-    pub secret_file: Vec<PathBuf>,
+    /// The file holding the node's shared secret (mode 0600), DATA_DIR/secret by default.
+    /// A rotation rewrites it, so the agent must be able to write its folder
+    #[arg(long, env = "WEFT_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Where the agent keeps its state (agent.redb, dataplane.json, keys/)
     #[arg(long, env = "WEFT_AGENT_DATA_DIR")]
     pub data_dir: PathBuf,

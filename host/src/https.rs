@@ -52,3 +52,9 @@ pub async fn serve(
         .serve(app)
         .await
 }
+
+/// The certificates in a PEM bundle (a private CA to trust), or why not.
+pub fn read_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+}

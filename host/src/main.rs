@@ -38,13 +38,14 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Plugin { command } => plugin(command),
         Command::Agent(cmd) => {
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            let cmd = *cmd;
             match (cmd.command, cmd.run) {
                 (Some(AgentSubcommand::Join(j)), _) => rt.block_on(join_and_run(j)),
                 (None, Some(args)) => rt
                     .block_on(weft::agent::run(args, weft::server::shutdown_signal()))
                     .map_err(|e| e.to_string()),
                 (None, None) => Err(
-                    "give --listen, --node-id, --secret-file and --data-dir, or enrol with `weft agent join`"
+                    "give --listen, --node-id and --data-dir (the secret in DATA_DIR/secret, or --secret-file), or enrol with `weft agent join`"
                         .into(),
                 ),
             }
@@ -52,6 +53,20 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Node {
             command: NodeCommand::Token { command },
         } => join_tokens(command),
+        Command::Node {
+            command: NodeCommand::RotateSecret { name, common },
+        } => {
+            let config = config(common, None)?;
+            let req = AdminRequest::NodeRotateSecret { name: name.clone() };
+            match admin::run(&config, req).map_err(|e| e.to_string())? {
+                AdminResponse::Done => {
+                    println!("rotated the secret of node {name:?}");
+                    Ok(())
+                }
+                AdminResponse::Error(e) => Err(e),
+                other => Err(format!("unexpected answer: {other:?}")),
+            }
+        }
         Command::Serve(args) => {
             let mut config = config(args.common, args.listen)?;
             // A flag can only turn it on; the file's `secure_cookies = true` stays on.
@@ -287,21 +302,20 @@ async fn join_and_run(j: weft::cli::JoinArgs) -> Result<(), String> {
         joined.secret_file.display()
     );
     println!(
-        "to start it again: weft agent --listen {} --node-id {} --secret-file {} --data-dir {}",
+        "to start it again: weft agent --listen {} --node-id {} --data-dir {}",
         j.listen,
         j.name,
-        joined.secret_file.display(),
         j.data_dir.display()
     );
     let args = weft::cli::AgentArgs {
         listen: j.listen,
         node_id: j.name,
-        secret_file: vec![joined.secret_file],
+        secret_file: Some(joined.secret_file),
         data_dir: j.data_dir,
-        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
+        peer_interface: j.peer_interface,
         tls_cert: j.tls_cert,
         tls_key: j.tls_key,
-        uapi_dir: weft::dataplane::uapi::SOCKET_DIR.into(),
+        uapi_dir: j.uapi_dir,
     };
     weft::agent::run(args, weft::server::shutdown_signal())
         .await

@@ -64,13 +64,10 @@ pub async fn serve(
         None => None,
     };
     let agent_roots = match &config.agent_ca {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
-            .map_err(|why| ServeError::AgentCa {
-                path: path.display().to_string(),
-                why,
-            })?,
+        Some(path) => crate::https::read_roots(path).map_err(|why| ServeError::AgentCa {
+            path: path.display().to_string(),
+            why,
+        })?,
         None => Vec::new(),
     };
     let store = open_store(&config)?;
@@ -81,6 +78,11 @@ pub async fn serve(
             source,
         })?;
     let plugins = start_plugins(&config).await;
+    // Node secrets are sealed under a key file beside the database.
+    let secrets = crate::secretbox::SecretBox::open_or_create(&config.data_dir)?;
+    let registry =
+        crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout)
+            .with_agent_roots(agent_roots);
     // Shared by the background work (schedulers, folder watch): each stops when it flips.
     let (stopping, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -91,11 +93,15 @@ pub async fn serve(
     };
     let admin = {
         let data_dir = config.data_dir.clone();
-        let store = store.clone();
-        let plugins = plugins.clone();
+        let ctx = crate::admin::AdminContext {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            registry: Some(registry.clone()),
+            serving: true,
+        };
         // Bind before answering requests, so admin commands never meet a locked database.
         let task = tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(&data_dir, store, plugins).await {
+            if let Err(e) = crate::admin::serve(&data_dir, ctx).await {
                 tracing::error!(error = %e, "admin socket failed: `weft token` commands cannot reach this server");
             }
         });
@@ -129,11 +135,6 @@ pub async fn serve(
             stopped(),
         )));
     }
-    // Node secrets are sealed under a key file beside the database.
-    let secrets = crate::secretbox::SecretBox::open_or_create(&config.data_dir)?;
-    let registry =
-        crate::controller::nodes::Registry::new(store.clone(), secrets, config.agent_timeout)
-            .with_agent_roots(agent_roots);
     let peer_stats = crate::controller::wg_stats::WgSeen::default();
     let mesh_seen = crate::controller::meshes::MeshSeen::default();
     if let Some(interval) = config.health_interval {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use weft::agent_client::AgentClient;
 use weft::protocol::{
     HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Nonce, RequestParts, Secret,
-    Secrets, sign_request, verify_response,
+    sign_request, verify_response,
 };
 
 const NODE: &str = "node-e2e";
@@ -114,7 +114,7 @@ async fn a_request_replayed_after_the_agent_is_killed_and_restarted_is_refused()
     );
     let body = first.bytes().await.unwrap();
     verify_response(
-        &Secrets::one(secret.clone()),
+        &secret,
         NODE,
         nonce,
         200,
@@ -137,7 +137,6 @@ async fn a_request_replayed_after_the_agent_is_killed_and_restarted_is_refused()
         url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
         NODE,
         secret.clone(),
-        Secrets::one(secret),
         Duration::from_secs(5),
     )
     .unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use weft::agent_api::{InterfaceSpec, InterfaceSummary, PeerSpec, PublicKey, WgDump};
 use weft::agent_client::AgentClient;
-use weft::protocol::{Secret, Secrets};
+use weft::protocol::Secret;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -32,7 +32,6 @@ pub fn client_for(url: &str, node: &str, secret: &str) -> AgentClient {
         url.parse().unwrap(),
         node,
         s.clone(),
-        Secrets::one(s),
         Duration::from_secs(5),
     )
     .unwrap()

@@ -42,3 +42,7 @@ mod systemd;
 
 /// `weft serve` over HTTPS under a test CA.
 mod tls;
+
+/// `weft agent join` over HTTPS, on loopback and across network namespaces: a node enrols
+/// with a join token and takes peers; bad tokens and plain HTTP are refused.
+mod join;

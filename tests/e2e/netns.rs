@@ -92,6 +92,11 @@ impl Netns {
         self.children.len() - 1
     }
 
+    /// How a process started with [`Netns::spawn`] ended, if it has.
+    pub fn exited(&mut self, which: usize) -> Option<std::process::ExitStatus> {
+        self.children[which].try_wait().ok().flatten()
+    }
+
     /// SIGKILLs a process started with [`Netns::spawn`] and waits for it.
     pub fn kill(&mut self, which: usize) {
         let c = &mut self.children[which];

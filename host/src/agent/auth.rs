@@ -50,16 +50,14 @@ pub async fn verify_and_sign<S: NonceStore + Send + Sync + 'static>(
             nonce: header(HEADER_NONCE),
             signature: header(HEADER_SIGNATURE),
         };
-        let outcome = guard
-            .check(
-                &headers,
-                parts.method.as_str(),
-                parts.uri.path(),
-                parts.uri.query().unwrap_or(""),
-                &body,
-                now,
-            )
-            .map(|v| (v.nonce, v.secret.clone()));
+        let outcome = guard.check(
+            &headers,
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query().unwrap_or(""),
+            &body,
+            now,
+        );
         (outcome, guard, parts, body)
     })
     .await;
@@ -70,7 +68,7 @@ pub async fn verify_and_sign<S: NonceStore + Send + Sync + 'static>(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    let (nonce, secret) = match outcome {
+    let verified = match outcome {
         Ok(v) => v,
         Err(GuardError::Refused(VerifyError::BodyTooLarge)) => {
             return refuse(
@@ -88,7 +86,11 @@ pub async fn verify_and_sign<S: NonceStore + Send + Sync + 'static>(
         }
     };
 
-    let answer = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let (nonce, secret) = (verified.nonce, verified.secret.clone());
+    // Handlers that care which secret verified the request (rotation) read it from here.
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request.extensions_mut().insert(verified);
+    let answer = next.run(request).await;
     let (mut parts, body) = answer.into_parts();
     let body: Bytes = match axum::body::to_bytes(body, MAX_ANSWER).await {
         Ok(b) => b,

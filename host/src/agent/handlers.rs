@@ -29,7 +29,7 @@ pub fn routes(plane: Arc<DataPlane>, started: Instant) -> Router {
         .with_state(Agent { plane, started })
 }
 
-fn refuse(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+pub(super) fn refuse(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
     let body = AgentErrorBody {
         error: error.into(),
         message: message.into(),
@@ -60,7 +60,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::E
     serde_json::from_slice(body)
 }
 
-fn bad_body(e: serde_json::Error) -> Response {
+pub(super) fn bad_body(e: serde_json::Error) -> Response {
     refuse(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
 }
 

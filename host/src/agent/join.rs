@@ -67,9 +67,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
             path: path.display().to_string(),
             why,
         };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-        let roots =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
+        let roots = crate::https::read_roots(path).map_err(ca_err)?;
         // Pinned: only this CA, not the system's roots.
         http = http.tls_certs_only(roots);
     }
@@ -126,7 +124,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
         .ok_or_else(|| JoinError::BadAnswer(v.to_string().chars().take(200).collect()))?;
     write_secret(&args.data_dir, secret)?;
     Ok(Joined {
-        secret_file: args.data_dir.join("secret"),
+        secret_file: args.data_dir.join(crate::agent::SECRET_FILE),
         overlay_address: v["overlay_address"].as_str().map(str::to_owned),
     })
 }
@@ -141,7 +139,7 @@ fn write_secret(dir: &std::path::Path, secret: &str) -> Result<(), JoinError> {
         .mode(0o700)
         .create(dir)
         .map_err(err(dir.to_path_buf()))?;
-    let path = dir.join("secret");
+    let path = dir.join(crate::agent::SECRET_FILE);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

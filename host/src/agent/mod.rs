@@ -6,14 +6,19 @@
 pub mod auth;
 mod handlers;
 pub mod join;
+pub mod rotation;
 
 use crate::dataplane::DataPlane;
 use crate::protocol::{NonceStore, ReplayGuard, Secret, SecretError, Secrets};
 use crate::store::agent_nonces::{AgentNonces, NonceStoreError};
 use axum::Router;
+pub use rotation::SecretFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The secret file's name in the data dir, unless `--secret-file` says otherwise.
+pub const SECRET_FILE: &str = "secret";
 
 /// The agent's request checks, shared by every connection.
 pub type Guard = Arc<ReplayGuard<AgentNonces>>;
@@ -39,8 +44,6 @@ pub enum AgentError {
     Nonces(#[from] NonceStoreError),
     #[error(transparent)]
     DataPlane(#[from] crate::dataplane::PlaneError),
-    #[error("give one or two secret files (two during a rotation), not {0}")]
-    SecretCount(usize),
     #[error(transparent)]
     Tls(#[from] crate::https::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -96,14 +99,18 @@ pub use crate::agent_api::Health;
 
 /// The agent's routes, all behind the signature check. Generic over where nonces are kept so
 /// the benchmark can show what the durable record costs; the agent uses [`AgentNonces`].
+/// `secret_file`: where a rotated secret is kept (the file the secrets were loaded from).
 pub fn router<S: NonceStore + Send + Sync + 'static>(
     guard: Arc<ReplayGuard<S>>,
     plane: Arc<DataPlane>,
+    secret_file: SecretFile,
 ) -> Router {
-    handlers::routes(plane, Instant::now()).layer(axum::middleware::from_fn_with_state(
-        guard,
-        auth::verify_and_sign,
-    ))
+    handlers::routes(plane, Instant::now())
+        .merge(rotation::routes(guard.clone(), secret_file))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            auth::verify_and_sign,
+        ))
 }
 
 /// The health document of an agent started at `started`.
@@ -128,10 +135,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     guard: Guard,
     plane: Arc<DataPlane>,
+    secret_file: SecretFile,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(guard, plane);
+    let app = router(guard, plane, secret_file);
     match tls {
         None => {
             axum::serve(listener, app)
@@ -150,11 +158,8 @@ pub async fn run(
     args: crate::cli::AgentArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let secrets = match args.secret_file.as_slice() {
-        [one] => Secrets::one(load_secret(one)?),
-        [one, two] => Secrets::two(load_secret(one)?, load_secret(two)?),
-        other => return Err(AgentError::SecretCount(other.len())),
-    };
+    let secret_file = SecretFile::new(args.secret_file());
+    let secrets = secret_file.load()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::https::load(cert, key).await?),
         _ => None,
@@ -175,7 +180,7 @@ pub async fn run(
         .await
         .map_err(listen_err)?;
     tracing::info!(node = %args.node_id, addr = %args.listen, "agent listening");
-    serve(listener, guard, plane, tls, shutdown)
+    serve(listener, guard, plane, secret_file, tls, shutdown)
         .await
         .map_err(listen_err)
 }

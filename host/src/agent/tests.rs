@@ -182,8 +182,13 @@ async fn listen(app: Router) -> url::Url {
     url::Url::parse(&format!("http://{addr}/")).unwrap()
 }
 
-fn client(base: url::Url, signing: Secret, secrets: Secrets) -> AgentClient {
-    AgentClient::new(base, NODE, signing, secrets, Duration::from_secs(5)).unwrap()
+fn client(base: url::Url, signing: Secret) -> AgentClient {
+    AgentClient::new(base, NODE, signing, Duration::from_secs(5)).unwrap()
+}
+
+/// The agent's routes over `dir`, its secret file in it.
+fn agent_router(guard: Guard, dir: &Path) -> Router {
+    router(guard, plane(dir), SecretFile::new(dir.join(SECRET_FILE)))
 }
 
 use std::time::Duration;
@@ -192,11 +197,8 @@ use std::time::Duration;
 async fn the_client_gets_a_signed_health_answer_over_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let guard = open_guard(NODE, Secrets::one(key()), dir.path()).unwrap();
-    let base = listen(router(guard, plane(dir.path()))).await;
-    let health = client(base, key(), Secrets::one(key()))
-        .health()
-        .await
-        .unwrap();
+    let base = listen(agent_router(guard, dir.path())).await;
+    let health = client(base, key()).health().await.unwrap();
     assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
 }
 
@@ -205,12 +207,10 @@ async fn a_client_with_the_next_secret_is_answered_during_a_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let next = Secret::new(b"the-next-secret-of-node-1".to_vec()).unwrap();
     let guard = open_guard(NODE, Secrets::two(key(), next.clone()), dir.path()).unwrap();
-    let base = listen(router(guard, plane(dir.path()))).await;
+    let base = listen(agent_router(guard, dir.path())).await;
     // The answer is signed with the secret that verified the request: the client that only
     // knows the next secret can check it.
-    let health = client(base, next.clone(), Secrets::one(next))
-        .health()
-        .await;
+    let health = client(base, next).health().await;
     assert!(health.is_ok(), "{health:?}");
 }
 
@@ -230,10 +230,7 @@ async fn the_client_refuses_a_forged_answer() {
         }),
     );
     let base = listen(mitm).await;
-    let err = client(base, key(), Secrets::one(key()))
-        .health()
-        .await
-        .unwrap_err();
+    let err = client(base, key()).health().await.unwrap_err();
     assert!(
         matches!(err, ResponseError::Forged(ResponseVerifyError::Forged)),
         "{err:?}"
@@ -244,12 +241,9 @@ async fn the_client_refuses_a_forged_answer() {
 async fn the_client_reports_a_refusal_with_its_code() {
     let dir = tempfile::tempdir().unwrap();
     let guard = open_guard(NODE, Secrets::one(key()), dir.path()).unwrap();
-    let base = listen(router(guard, plane(dir.path()))).await;
+    let base = listen(agent_router(guard, dir.path())).await;
     let wrong = Secret::new(b"not-the-secret-of-node-1".to_vec()).unwrap();
-    let err = client(base, wrong.clone(), Secrets::one(wrong))
-        .health()
-        .await
-        .unwrap_err();
+    let err = client(base, wrong).health().await.unwrap_err();
     assert!(
         matches!(&err, ResponseError::Refused { status: 401, code } if code == "bad_signature"),
         "{err:?}"
@@ -274,33 +268,177 @@ fn a_secret_file_readable_by_others_is_refused() {
 }
 
 #[test]
-fn the_command_line_takes_two_secret_files_for_a_rotation() {
+fn the_secret_file_is_in_the_data_dir_unless_given() {
     use clap::Parser;
-    let cli = crate::cli::Cli::try_parse_from([
-        "weft",
-        "agent",
-        "--listen",
-        "127.0.0.1:7443",
-        "--node-id",
-        "n1",
-        "--secret-file",
-        "/a,b",
-        "--secret-file",
-        "/c",
-        "--data-dir",
-        "/d",
-    ])
-    .unwrap();
-    let crate::cli::Command::Agent(crate::cli::AgentCommand {
-        command: None,
-        run: Some(args),
-    }) = cli.command
-    else {
-        panic!("not the agent command");
+    let args = |extra: &[&str]| {
+        let mut argv = vec![
+            "weft",
+            "agent",
+            "--listen",
+            "127.0.0.1:7443",
+            "--node-id",
+            "n1",
+            "--data-dir",
+            "/d",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Agent(agent) = cli.command else {
+            panic!("not the agent command");
+        };
+        let crate::cli::AgentCommand {
+            command: None,
+            run: Some(args),
+        } = *agent
+        else {
+            panic!("not the agent run");
+        };
+        args.secret_file()
     };
+    assert_eq!(args(&[]), PathBuf::from("/d/secret"));
     // A comma is part of a path, not a separator.
+    assert_eq!(args(&["--secret-file", "/a,b"]), PathBuf::from("/a,b"));
+}
+
+// Rotation: the agent's side (the controller's is in controller::nodes).
+
+fn next_key() -> Secret {
+    Secret::new(b"the-next-secret-of-node-1".to_vec()).unwrap()
+}
+
+/// An agent on loopback whose secret file (holding `key()`) is in `dir`.
+async fn rotating_agent(dir: &Path) -> (url::Url, Guard, SecretFile) {
+    let file = SecretFile::new(dir.join(SECRET_FILE));
+    write_secret_file(file.path(), &key());
+    let guard = open_guard(NODE, file.load().unwrap(), dir).unwrap();
+    let base = listen(agent_router(guard.clone(), dir)).await;
+    (base, guard, file)
+}
+
+fn write_secret_file(path: &Path, secret: &Secret) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, secret.as_bytes()).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn a_staged_secret_is_accepted_beside_the_old_one_then_committed_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, guard, file) = rotating_agent(dir.path()).await;
+    let old = client(base.clone(), key());
+
+    let staged = old.stage_secret(&next_key()).await.unwrap();
+    assert_eq!(staged.status, 204, "{}", staged.refusal());
     assert_eq!(
-        args.secret_file,
-        [PathBuf::from("/a,b"), PathBuf::from("/c")]
+        std::fs::read(file.next_path()).unwrap(),
+        next_key().as_bytes()
     );
+    assert_eq!(mode(&file.next_path()), 0o600);
+    // Both secrets work now.
+    assert!(old.health().await.is_ok());
+    let new = client(base.clone(), next_key());
+    assert!(new.health().await.is_ok());
+
+    let committed = new.commit_secret().await.unwrap();
+    assert_eq!(committed.status, 204, "{}", committed.refusal());
+    assert_eq!(std::fs::read(file.path()).unwrap(), next_key().as_bytes());
+    assert!(!file.next_path().exists());
+    assert_eq!(mode(file.path()), 0o600);
+    assert_eq!(guard.secrets().current(), &next_key());
+    assert!(guard.secrets().next().is_none());
+    // A repeated commit (its first answer lost) is answered the same.
+    assert_eq!(new.commit_secret().await.unwrap().status, 204);
+
+    // A restarted agent holds the new secret only.
+    let restarted = file.load().unwrap();
+    assert_eq!(restarted.current(), &next_key());
+    assert!(restarted.next().is_none());
+}
+
+#[tokio::test]
+async fn an_agent_restarted_mid_rotation_accepts_both_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, _guard, file) = rotating_agent(dir.path()).await;
+    let staged = client(base, key()).stage_secret(&next_key()).await.unwrap();
+    assert_eq!(staged.status, 204);
+    let secrets = file.load().unwrap();
+    assert_eq!(secrets.current(), &key());
+    assert_eq!(secrets.next(), Some(&next_key()));
+}
+
+#[tokio::test]
+async fn a_commit_signed_with_the_old_secret_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, guard, file) = rotating_agent(dir.path()).await;
+    let old = client(base, key());
+    assert_eq!(old.stage_secret(&next_key()).await.unwrap().status, 204);
+    let refused = old.commit_secret().await.unwrap();
+    assert_eq!(refused.status, 409);
+    assert!(
+        refused.refusal().starts_with("not_signed_with_next"),
+        "{}",
+        refused.refusal()
+    );
+    assert_eq!(guard.secrets().current(), &key());
+    assert_eq!(std::fs::read(file.path()).unwrap(), key().as_bytes());
+}
+
+#[tokio::test]
+async fn staging_signed_with_the_staged_secret_commits_it_first() {
+    // The controller switched, its commit was lost, and it rotates again.
+    let dir = tempfile::tempdir().unwrap();
+    let (base, guard, file) = rotating_agent(dir.path()).await;
+    assert_eq!(
+        client(base.clone(), key())
+            .stage_secret(&next_key())
+            .await
+            .unwrap()
+            .status,
+        204
+    );
+    let third = Secret::new(b"the-third-secret-of-node-1".to_vec()).unwrap();
+    let again = client(base, next_key()).stage_secret(&third).await.unwrap();
+    assert_eq!(again.status, 204, "{}", again.refusal());
+    assert_eq!(guard.secrets().current(), &next_key());
+    assert_eq!(guard.secrets().next(), Some(&third));
+    assert_eq!(std::fs::read(file.path()).unwrap(), next_key().as_bytes());
+    assert_eq!(std::fs::read(file.next_path()).unwrap(), third.as_bytes());
+}
+
+#[tokio::test]
+async fn a_sealed_secret_that_does_not_open_is_refused_and_nothing_is_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, guard, file) = rotating_agent(dir.path()).await;
+    // Sealed under another key than the one signing the request.
+    let sealed = crate::protocol::seal_next_secret(&next_key(), NODE, &next_key(), [7; 24]);
+    let body = serde_json::to_vec(&crate::agent_api::StageSecret { next: sealed }).unwrap();
+    let answer = client(base, key())
+        .call(reqwest::Method::PUT, "/v1/secret", body)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 422);
+    assert!(answer.refusal().starts_with("bad_sealed_secret"));
+    assert!(guard.secrets().next().is_none());
+    assert!(!file.next_path().exists());
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_write_its_secret_file_refuses_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = open_guard(NODE, Secrets::one(key()), dir.path()).unwrap();
+    let unwritable = SecretFile::new(dir.path().join("missing-folder").join(SECRET_FILE));
+    let base = listen(router(guard.clone(), plane(dir.path()), unwritable)).await;
+    let answer = client(base, key()).stage_secret(&next_key()).await.unwrap();
+    assert_eq!(answer.status, 500);
+    assert!(
+        answer.refusal().contains("cannot write its secret file"),
+        "{}",
+        answer.refusal()
+    );
+    assert!(guard.secrets().next().is_none(), "nothing staged");
 }

@@ -119,9 +119,7 @@ async fn fetch(client: &AgentClient) -> Result<MeshList, String> {
 }
 
 fn refusal(what: &str, status: u16, body: &[u8]) -> String {
-    let message = serde_json::from_slice::<crate::agent_api::AgentErrorBody>(body)
-        .map(|b| b.message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(200).collect());
+    let message = crate::agent_client::refusal_of(body);
     format!("{what}: the agent refused ({status}): {message}")
 }
 

@@ -5,7 +5,7 @@
 use super::peers::{NodeSource, PeerError, PeerNode};
 use crate::agent_api::{Health, PEER_INTERFACE, PublicKey};
 use crate::agent_client::{AgentClient, ResponseError};
-use crate::protocol::{Secret, Secrets};
+use crate::protocol::Secret;
 use crate::secretbox::{SecretBox, SecretBoxError};
 use crate::store::{Node, NodeSpec, NodeStatus, Observation, Store, StoreError};
 use std::collections::HashMap;
@@ -23,6 +23,17 @@ pub enum NodeError {
     Secret(#[from] SecretBoxError),
     #[error("node {0:?}: its stored secret is not a valid secret")]
     BadSecret(String),
+    /// Staging the next secret failed: nothing changed, the old secret stays.
+    #[error(
+        "node {node:?}: the agent did not take the next secret ({why}); the secret is unchanged"
+    )]
+    RotationRefused { node: String, why: String },
+    /// The controller switched, but the agent did not confirm: it accepts both secrets
+    /// until a commit reaches it, so nothing fails meanwhile.
+    #[error(
+        "node {node:?}: the controller now signs with the new secret, but the agent did not confirm the commit ({why}); it accepts both secrets until it does: rotate again to finish"
+    )]
+    RotationUnconfirmed { node: String, why: String },
     #[error("node {node:?}: cannot build a client for {url:?}: {why}")]
     Client {
         node: String,
@@ -42,6 +53,8 @@ pub struct Registry {
     /// A private CA trusted for `https://` agents.
     agent_roots: Arc<Vec<reqwest::Certificate>>,
     clients: Arc<Mutex<HashMap<String, (ClientKey, AgentClient)>>>,
+    /// One rotation at a time: rare, and each is three steps that must not interleave.
+    rotating: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a cached client was built from.
@@ -110,6 +123,7 @@ impl Registry {
             timeout,
             agent_roots: Arc::default(),
             clients: Arc::default(),
+            rotating: Arc::default(),
         }
     }
 
@@ -154,27 +168,98 @@ impl Registry {
         Ok(answer.map(|node| Registered { node, secret }))
     }
 
-    /// A client that signs for `node` with its secret: the kept one while the node's URL and
-    /// secret are unchanged.
+    /// A client that signs for `node` with its secret: the kept one while the node's URL is
+    /// unchanged. A new secret (a rotation) switches the kept client, and so every clone of
+    /// it in use, rather than making another: no clone goes on signing with the old one.
     pub fn client(&self, node: &Node) -> Result<AgentClient, NodeError> {
         let key: ClientKey = (node.agent_url.clone(), node.secret.nonce);
         {
-            let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((k, c)) = cache.get(&node.name)
-                && *k == key
+            let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, c)) = cache.get_mut(&node.name)
+                && k.0 == key.0
             {
+                if k.1 != key.1 {
+                    // `node` may be a record read before a rotation: only the store's current
+                    // secret may switch the client, never an older one back.
+                    let current = self.store.read(|r| r.node(&node.name))?;
+                    if let Some(current) = current
+                        && current.secret.nonce != k.1
+                    {
+                        c.switch_secret(self.open_secret(&current)?);
+                        k.1 = current.secret.nonce;
+                    }
+                }
                 return Ok(c.clone());
             }
         }
         let client = self.build_client(node)?;
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have built one meanwhile: keep one client per node, so a
+        // rotation's switch reaches every clone.
+        if let Some((k, c)) = cache.get(&node.name)
+            && k.0 == key.0
+        {
+            return Ok(c.clone());
+        }
         cache.insert(node.name.clone(), (key, client.clone()));
         Ok(client)
     }
 
-    fn build_client(&self, node: &Node) -> Result<AgentClient, NodeError> {
+    fn open_secret(&self, node: &Node) -> Result<Secret, NodeError> {
         let bytes = self.secrets.open(&node.name, &node.secret)?;
-        let secret = Secret::new(bytes).map_err(|_| NodeError::BadSecret(node.name.clone()))?;
+        Secret::new(bytes).map_err(|_| NodeError::BadSecret(node.name.clone()))
+    }
+
+    /// Rotates a node's secret with no failed request (docs/agent-protocol.md, "Rotating the
+    /// secret"): the agent stages the next secret and accepts both; the store takes it and
+    /// the node's client switches to it; the agent commits and retires the old one, still
+    /// accepting requests signed before the switch.
+    pub async fn rotate_secret(&self, name: &str, actor: &str) -> Result<Node, NodeError> {
+        let _one = self.rotating.lock().await;
+        let node = self
+            .store
+            .read(|r| r.node(name))?
+            .ok_or_else(|| StoreError::NotFound(format!("node {name:?}")))?;
+        let client = self.client(&node)?;
+        let next = hex::encode(rand::random::<[u8; 32]>());
+        let next_secret =
+            Secret::new(next.as_bytes()).map_err(|_| NodeError::BadSecret(name.to_owned()))?;
+        let refused = |why: String| NodeError::RotationRefused {
+            node: name.to_owned(),
+            why,
+        };
+        match client.stage_secret(&next_secret).await {
+            Ok(a) if a.status == 204 => {}
+            Ok(a) => return Err(refused(format!("{}: {}", a.status, a.refusal()))),
+            Err(e) => return Err(refused(error_chain(&e))),
+        }
+        let sealed = self.secrets.seal(name, next.as_bytes());
+        let (owned, actor) = (name.to_owned(), actor.to_owned());
+        let node = self
+            .store
+            .write(move |w| {
+                let node = w.set_node_secret(&owned, sealed.clone())?;
+                w.record_node_event(&owned, &actor, crate::store::NodeAction::SecretRotated)?;
+                Ok(node)
+            })
+            .await?;
+        // Switches the kept client: from here on every request is signed with the new secret.
+        self.client(&node)?;
+        let unconfirmed = |why: String| NodeError::RotationUnconfirmed {
+            node: name.to_owned(),
+            why,
+        };
+        match client.commit_secret().await {
+            Ok(a) if a.status == 204 => {}
+            Ok(a) => return Err(unconfirmed(format!("{}: {}", a.status, a.refusal()))),
+            Err(e) => return Err(unconfirmed(error_chain(&e))),
+        }
+        tracing::info!(node = %name, "secret rotated");
+        Ok(node)
+    }
+
+    fn build_client(&self, node: &Node) -> Result<AgentClient, NodeError> {
+        let secret = self.open_secret(node)?;
         let client_err = |why: String| NodeError::Client {
             node: node.name.clone(),
             url: node.agent_url.clone(),
@@ -187,8 +272,7 @@ impl Registry {
         AgentClient::with_roots(
             url,
             node.name.clone(),
-            secret.clone(),
-            Secrets::one(secret),
+            secret,
             self.timeout,
             &self.agent_roots,
         )
@@ -281,6 +365,131 @@ mod tests {
         assert_eq!(
             peer_interface_key(&health(vec![iface("weft0", 3), iface("other", 4)])),
             Some(PublicKey([3; 32]))
+        );
+    }
+
+    /// A registry with node `n1` whose agent runs on loopback: a real agent router with its
+    /// durable nonce store and its secret file, holding what registration made.
+    async fn node_with_agent(
+        dir: &std::path::Path,
+    ) -> (Registry, crate::agent::Guard, crate::agent::SecretFile) {
+        let store = crate::web::api_fixture::store_with(dir, &[("peers", "10.8.0.0/24")]).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let registry = Registry::new(
+            store,
+            SecretBox::open_or_create(dir).unwrap(),
+            DEFAULT_TIMEOUT,
+        );
+        let spec = NodeSpec {
+            name: "n1".into(),
+            agent_url: format!("http://{addr}/"),
+            endpoint_host: "127.0.0.1".into(),
+            listen_port: 51820,
+            peer_pool: "peers".into(),
+            max_peers: 10,
+            weight: 1,
+            labels: vec![],
+            enabled: true,
+        };
+        let registered = registry.register(spec, "test").await.unwrap();
+        let agent_dir = dir.join("agent");
+        std::fs::create_dir(&agent_dir).unwrap();
+        let file = crate::agent::SecretFile::new(agent_dir.join(crate::agent::SECRET_FILE));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file.path())
+                .unwrap();
+            f.write_all(registered.secret.as_bytes()).unwrap();
+        }
+        let guard = crate::agent::open_guard("n1", file.load().unwrap(), &agent_dir).unwrap();
+        let plane = crate::dataplane::DataPlane::open(agent_dir, "weft0".into()).unwrap();
+        let app = crate::agent::router(guard.clone(), plane, file.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (registry, guard, file)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotating_while_pollers_hammer_the_agent_fails_no_request() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, guard, file) = node_with_agent(dir.path()).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        // Each poller does what the health poller does: read the node, take its client, call.
+        let pollers: Vec<_> = (0..8)
+            .map(|_| {
+                let (registry, stop) = (registry.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let node = registry.store.read(|r| r.node("n1")).unwrap().unwrap();
+                        match registry.client(&node).unwrap().health().await {
+                            Ok(_) => ok += 1,
+                            Err(e) => failed.push(error_chain(&e)),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        for _ in 0..5 {
+            registry.rotate_secret("n1", "test").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for p in pollers {
+            let (o, f) = p.await.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {failed:?}",
+            failed.len(),
+            ok as usize + failed.len()
+        );
+        assert!(ok >= 40, "the pollers ran ({ok} requests)");
+
+        // Both sides end on the same single secret, on disk too.
+        let node = registry.store.read(|r| r.node("n1")).unwrap().unwrap();
+        let stored = registry.open_secret(&node).unwrap();
+        assert_eq!(guard.secrets().current(), &stored);
+        assert!(guard.secrets().next().is_none());
+        assert_eq!(std::fs::read(file.path()).unwrap(), stored.as_bytes());
+        assert!(!file.next_path().exists());
+    }
+
+    #[tokio::test]
+    async fn a_rotation_the_agent_refuses_leaves_the_secret_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, guard, file) = node_with_agent(dir.path()).await;
+        let before = registry.store.read(|r| r.node("n1")).unwrap().unwrap();
+        // The agent cannot write beside its secret file.
+        std::fs::create_dir(file.next_path()).unwrap();
+        std::fs::write(file.next_path().join("x"), "in the way").unwrap();
+        let err = registry.rotate_secret("n1", "test").await.unwrap_err();
+        assert!(matches!(err, NodeError::RotationRefused { .. }), "{err}");
+        assert!(err.to_string().contains("the secret is unchanged"), "{err}");
+        let after = registry.store.read(|r| r.node("n1")).unwrap().unwrap();
+        assert_eq!(before.secret, after.secret);
+        assert!(guard.secrets().next().is_none());
+        assert!(registry.client(&after).unwrap().health().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn rotating_an_unknown_node_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _, _) = node_with_agent(dir.path()).await;
+        let err = registry.rotate_secret("nope", "test").await.unwrap_err();
+        assert!(
+            matches!(err, NodeError::Store(StoreError::NotFound(_))),
+            "{err}"
         );
     }
 }

@@ -7,9 +7,7 @@
 //! handed back once and never stored or logged.
 
 use super::nodes::error_chain;
-use crate::agent_api::{
-    AgentErrorBody, InterfaceSpec, InterfaceSummary, PeerDump, PeerSpec, PublicKey,
-};
+use crate::agent_api::{InterfaceSpec, InterfaceSummary, PeerDump, PeerSpec, PublicKey};
 use crate::agent_client::{AgentAnswer, AgentClient, ResponseError};
 use crate::placement::{self, Candidate, Health, Strategy};
 use crate::plugins::PluginHost;
@@ -513,17 +511,9 @@ fn why_none(nodes: &[PeerNode], active: &dyn Fn(&PeerNode) -> u32) -> Ineligible
 
 /// A verified answer with a status outside 2xx is the agent's refusal, with its reason.
 fn refusal(answer: &AgentAnswer) -> AgentFailure {
-    let message = serde_json::from_slice::<AgentErrorBody>(&answer.body)
-        .map(|b| format!("{}: {}", b.error, b.message))
-        .unwrap_or_else(|_| {
-            String::from_utf8_lossy(&answer.body)
-                .chars()
-                .take(200)
-                .collect()
-        });
     AgentFailure::Refused {
         status: answer.status,
-        message,
+        message: answer.refusal(),
     }
 }
 

@@ -62,6 +62,11 @@ impl Secret {
         Secret::new(trimmed)
     }
 
+    /// The raw bytes: only for writing the agent's secret file.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC takes keys of any length; this cannot fail for SHA-256.
         HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
@@ -82,30 +87,95 @@ pub enum SecretError {
     TooShort(usize),
 }
 
-/// The secrets an agent accepts: the current one and, during a rotation, the next.
+/// The secrets an agent accepts: the current one; during a rotation also the next; and, for
+/// a short while after one, the retired secret, but only on requests signed no later than
+/// the commit (docs/agent-protocol.md, "Rotating the secret").
 #[derive(Clone, Debug)]
 pub struct Secrets {
-    primary: Secret,
-    secondary: Option<Secret>,
+    current: Secret,
+    next: Option<Secret>,
+    retired: Option<Retired>,
+}
+
+/// A secret replaced by a commit: requests the controller signed before it switched still
+/// pass, and none signed after.
+#[derive(Clone, Debug)]
+struct Retired {
+    secret: Secret,
+    /// The commit's timestamp: the controller switched no later than this.
+    signed_until: i64,
+}
+
+/// Which of an agent's secrets verified a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Current,
+    Next,
+    Retired,
 }
 
 impl Secrets {
-    pub fn one(primary: Secret) -> Self {
+    pub fn one(current: Secret) -> Self {
         Secrets {
-            primary,
-            secondary: None,
+            current,
+            next: None,
+            retired: None,
         }
     }
 
-    pub fn two(primary: Secret, secondary: Secret) -> Self {
+    /// A rotation under way: `current` and the staged `next` are both accepted.
+    pub fn two(current: Secret, next: Secret) -> Self {
         Secrets {
-            primary,
-            secondary: Some(secondary),
+            current,
+            next: Some(next),
+            retired: None,
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Secret> {
-        std::iter::once(&self.primary).chain(self.secondary.as_ref())
+    pub fn current(&self) -> &Secret {
+        &self.current
+    }
+
+    pub fn next(&self) -> Option<&Secret> {
+        self.next.as_ref()
+    }
+
+    /// Stages `next` (replacing one staged before): both it and the current one pass.
+    pub fn stage(&self, next: Secret) -> Secrets {
+        Secrets {
+            next: Some(next),
+            ..self.clone()
+        }
+    }
+
+    /// Makes the staged secret current. The old one is retired: it still passes requests
+    /// signed at or before `at` (the commit's timestamp), so none the controller signed
+    /// before it switched fails, and the window ends those within [`WINDOW_SECS`].
+    /// Nothing staged: unchanged.
+    pub fn commit(&self, at: i64) -> Secrets {
+        match &self.next {
+            None => self.clone(),
+            Some(next) => Secrets {
+                current: next.clone(),
+                next: None,
+                retired: Some(Retired {
+                    secret: self.current.clone(),
+                    signed_until: at,
+                }),
+            },
+        }
+    }
+
+    /// The secrets a request signed at `timestamp` may verify under.
+    fn candidates(&self, timestamp: i64) -> impl Iterator<Item = (Slot, &Secret)> {
+        let retired = self
+            .retired
+            .as_ref()
+            .filter(|r| timestamp <= r.signed_until)
+            .map(|r| (Slot::Retired, &r.secret));
+        std::iter::once((Slot::Current, &self.current))
+            .chain(self.next.as_ref().map(|s| (Slot::Next, s)))
+            .chain(retired)
     }
 }
 
@@ -297,12 +367,14 @@ impl VerifyError {
 
 /// A request whose signature verified. Its nonce still has to be recorded
 /// ([`ReplayGuard::check`] does both).
-#[derive(Debug)]
-pub struct Verified<'s> {
+#[derive(Debug, Clone)]
+pub struct Verified {
     pub nonce: Nonce,
     pub timestamp: i64,
     /// The secret that verified the request: the response is signed with it.
-    pub secret: &'s Secret,
+    pub secret: Secret,
+    /// Which of the agent's secrets it was.
+    pub slot: Slot,
 }
 
 /// Checks a request's headers and signature, without the replay check. Order matters:
@@ -310,8 +382,8 @@ pub struct Verified<'s> {
 /// one HMAC and no storage.
 // The arguments are the request's signed parts, kept apart so no HTTP type enters here.
 #[allow(clippy::too_many_arguments)]
-pub fn verify_request<'s>(
-    secrets: &'s Secrets,
+pub fn verify_request(
+    secrets: &Secrets,
     agent_node: &str,
     headers: &SignedHeaders<'_>,
     method: &str,
@@ -319,7 +391,7 @@ pub fn verify_request<'s>(
     query: &str,
     body: &[u8],
     now: i64,
-) -> Result<Verified<'s>, VerifyError> {
+) -> Result<Verified, VerifyError> {
     if body.len() > MAX_BODY {
         return Err(VerifyError::BodyTooLarge);
     }
@@ -365,18 +437,19 @@ pub fn verify_request<'s>(
         nonce,
         body,
     });
-    // Both secrets are always tried, so the time taken does not say which one matched.
+    // Every candidate is always tried, so the time taken does not say which one matched.
     let mut matched = None;
-    for secret in secrets.iter() {
+    for (slot, secret) in secrets.candidates(timestamp) {
         if verify_bytes(secret, &canonical, &signature) && matched.is_none() {
-            matched = Some(secret);
+            matched = Some((slot, secret));
         }
     }
-    let secret = matched.ok_or(VerifyError::BadSignature)?;
+    let (slot, secret) = matched.ok_or(VerifyError::BadSignature)?;
     Ok(Verified {
         nonce,
         timestamp,
-        secret,
+        secret: secret.clone(),
+        slot,
     })
 }
 
@@ -405,9 +478,10 @@ pub enum ResponseVerifyError {
     Forged,
 }
 
-/// The controller's check of an agent's answer to the request with `request_nonce`.
+/// The controller's check of an agent's answer to the request with `request_nonce`, signed
+/// with `secret`: the agent answers under the secret that verified the request.
 pub fn verify_response(
-    secrets: &Secrets,
+    secret: &Secret,
     node: &str,
     request_nonce: Nonce,
     status: u16,
@@ -421,13 +495,77 @@ pub fn verify_response(
         return Err(ResponseVerifyError::WrongNode);
     }
     let canonical = canonical_response(node, request_nonce, status, body);
-    let mut ok = false;
-    for secret in secrets.iter() {
-        ok |= verify_bytes(secret, &canonical, &signature);
-    }
-    if ok {
+    if verify_bytes(secret, &canonical, &signature) {
         Ok(())
     } else {
         Err(ResponseVerifyError::Forged)
     }
+}
+
+/// What seals a next secret on its way to the agent: a key only holders of the secret that
+/// signs the request can derive, so the new secret never crosses the network readable, even
+/// over plain HTTP.
+fn rotation_cipher(secret: &Secret) -> chacha20poly1305::XChaCha20Poly1305 {
+    use chacha20poly1305::KeyInit as _;
+    let mut mac = secret.mac();
+    mac.update(ROTATION_KEY_LABEL.as_bytes());
+    let key = mac.finalize().into_bytes();
+    chacha20poly1305::XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(key.as_slice()))
+}
+
+/// The label the sealing key is derived under: HMAC(secret, label).
+pub const ROTATION_KEY_LABEL: &str = "weft-agent-v1-rotate";
+
+/// Seals `next` for `node` under a key derived from `signing` (the secret the request that
+/// carries it is signed with). Hex of a 24-byte nonce followed by the ciphertext.
+pub fn seal_next_secret(signing: &Secret, node: &str, next: &Secret, nonce: [u8; 24]) -> String {
+    use chacha20poly1305::aead::{Aead, Payload};
+    let sealed = rotation_cipher(signing)
+        .encrypt(
+            chacha20poly1305::XNonce::from_slice(&nonce),
+            Payload {
+                msg: &next.0,
+                aad: node.as_bytes(),
+            },
+        )
+        // Encryption fails only for inputs of gigabytes; a secret is bytes long.
+        .expect("XChaCha20-Poly1305 seals a short secret");
+    let mut out = hex::encode(nonce);
+    out.push_str(&hex::encode(sealed));
+    out
+}
+
+/// Why a sealed next secret was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnsealError {
+    #[error("the sealed secret is not hex of a nonce and a ciphertext")]
+    Malformed,
+    #[error("the sealed secret does not open under the secret that signed the request")]
+    DoesNotOpen,
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Opens what [`seal_next_secret`] made, under the secret that verified the request.
+pub fn open_next_secret(
+    verified: &Secret,
+    node: &str,
+    sealed: &str,
+) -> Result<Secret, UnsealError> {
+    use chacha20poly1305::aead::{Aead, Payload};
+    let bytes = hex::decode(sealed).map_err(|_| UnsealError::Malformed)?;
+    if bytes.len() <= 24 + 16 {
+        return Err(UnsealError::Malformed);
+    }
+    let (nonce, ciphertext) = bytes.split_at(24);
+    let opened = rotation_cipher(verified)
+        .decrypt(
+            chacha20poly1305::XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: node.as_bytes(),
+            },
+        )
+        .map_err(|_| UnsealError::DoesNotOpen)?;
+    Ok(Secret::new(opened)?)
 }

@@ -3,7 +3,7 @@
 
 use super::{Nonce, Secrets, SignedHeaders, Verified, VerifyError, WINDOW_SECS, verify_request};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 /// Where accepted nonces are kept. An agent's implementation must make `remember` durable
 /// before it returns: a nonce accepted before a crash must still be refused after it.
@@ -32,7 +32,8 @@ pub enum GuardError<E: std::error::Error + 'static> {
 
 /// Verification and the replay check together: what an agent runs on each request.
 pub struct ReplayGuard<S> {
-    secrets: Secrets,
+    /// Replaced whole by a rotation; read on every request.
+    secrets: RwLock<Secrets>,
     node: String,
     store: S,
 }
@@ -40,7 +41,7 @@ pub struct ReplayGuard<S> {
 impl<S: NonceStore> ReplayGuard<S> {
     pub fn new(secrets: Secrets, node: impl Into<String>, store: S) -> Self {
         ReplayGuard {
-            secrets,
+            secrets: RwLock::new(secrets),
             node: node.into(),
             store,
         }
@@ -54,6 +55,19 @@ impl<S: NonceStore> ReplayGuard<S> {
         &self.store
     }
 
+    /// The secrets accepted now.
+    pub fn secrets(&self) -> Secrets {
+        self.secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Accepts `secrets` from the next request on.
+    pub fn set_secrets(&self, secrets: Secrets) {
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
     /// Verifies the request, then records its nonce. The nonce is recorded only once the
     /// signature has verified, so forged requests cannot fill the store.
     pub fn check(
@@ -64,9 +78,9 @@ impl<S: NonceStore> ReplayGuard<S> {
         query: &str,
         body: &[u8],
         now: i64,
-    ) -> Result<Verified<'_>, GuardError<S::Error>> {
+    ) -> Result<Verified, GuardError<S::Error>> {
         let verified = verify_request(
-            &self.secrets,
+            &self.secrets(),
             &self.node,
             headers,
             method,

@@ -282,7 +282,7 @@ fn second_secret_is_accepted_and_answers_are_signed_with_the_one_that_verified()
         let v = g
             .check(&r.headers(), &r.method, &r.path, &r.query, &r.body, NOW)
             .unwrap();
-        assert_eq!(v.secret, s);
+        assert_eq!(&v.secret, s);
     }
 }
 
@@ -297,11 +297,10 @@ fn expired_nonces_are_pruned_from_memory() {
 #[test]
 fn forged_response_is_rejected() {
     let nonce = Nonce::random();
-    let secrets = Secrets::one(key());
     let body = b"{\"ok\":true}";
     let sig = sign_response(&key(), NODE, nonce, 200, body);
     let verify = |status, node: &str, sig: &str, body: &[u8], nonce| {
-        verify_response(&secrets, NODE, nonce, status, Some(node), Some(sig), body)
+        verify_response(&key(), NODE, nonce, status, Some(node), Some(sig), body)
     };
     assert_eq!(verify(200, NODE, &sig, body, nonce), Ok(()));
     // Altered body, status, or moved onto another request: all forged.
@@ -328,7 +327,7 @@ fn forged_response_is_rejected() {
         Err(ResponseVerifyError::WrongNode)
     );
     assert_eq!(
-        verify_response(&secrets, NODE, nonce, 200, Some(NODE), None, body),
+        verify_response(&key(), NODE, nonce, 200, Some(NODE), None, body),
         Err(ResponseVerifyError::Unsigned)
     );
 }
@@ -505,5 +504,100 @@ mod properties {
                 Err(VerifyError::BadSignature)
             );
         }
+    }
+}
+
+// Rotation: stage, commit, retire.
+
+fn verifies(secrets: &Secrets, by: &Secret, timestamp: i64) -> Result<Slot, VerifyError> {
+    let r = signed_by(by, NODE, timestamp);
+    verify_request(
+        secrets,
+        NODE,
+        &r.headers(),
+        &r.method,
+        &r.path,
+        &r.query,
+        &r.body,
+        timestamp,
+    )
+    .map(|v| v.slot)
+}
+
+#[test]
+fn a_retired_secret_passes_only_requests_signed_up_to_the_commit() {
+    let (old, new) = (key(), secret("the-next-secret-of-node-1"));
+    let staged = Secrets::one(old.clone()).stage(new.clone());
+    assert_eq!(verifies(&staged, &old, NOW), Ok(Slot::Current));
+    assert_eq!(verifies(&staged, &new, NOW), Ok(Slot::Next));
+
+    let committed = staged.commit(NOW);
+    assert_eq!(committed.current(), &new);
+    assert_eq!(committed.next(), None);
+    assert_eq!(verifies(&committed, &new, NOW + 1), Ok(Slot::Current));
+    // Signed before the controller switched (at or before the commit's timestamp): passes.
+    assert_eq!(verifies(&committed, &old, NOW - 10), Ok(Slot::Retired));
+    assert_eq!(verifies(&committed, &old, NOW), Ok(Slot::Retired));
+    // Signed after: the old secret no longer commands this agent.
+    assert_eq!(
+        verifies(&committed, &old, NOW + 1),
+        Err(VerifyError::BadSignature)
+    );
+    // The next rotation forgets it entirely.
+    let third = secret("the-third-secret-of-node-1");
+    let again = committed.stage(third.clone()).commit(NOW + 100);
+    assert_eq!(verifies(&again, &old, NOW), Err(VerifyError::BadSignature));
+    assert_eq!(verifies(&again, &new, NOW + 50), Ok(Slot::Retired));
+}
+
+#[test]
+fn committing_with_nothing_staged_changes_nothing() {
+    let s = Secrets::one(key()).commit(NOW);
+    assert_eq!(s.current(), &key());
+    assert_eq!(verifies(&s, &key(), NOW + 1), Ok(Slot::Current));
+}
+
+#[test]
+fn a_sealed_next_secret_opens_only_under_the_signing_secret_for_its_node() {
+    let next = secret("the-next-secret-of-node-1");
+    let sealed = seal_next_secret(&key(), NODE, &next, [9; 24]);
+    assert!(
+        !sealed.contains(&hex::encode(next.as_bytes())),
+        "not in clear"
+    );
+    assert_eq!(open_next_secret(&key(), NODE, &sealed), Ok(next.clone()));
+    assert_eq!(
+        open_next_secret(&secret("someone-else-s-secret"), NODE, &sealed),
+        Err(UnsealError::DoesNotOpen)
+    );
+    assert_eq!(
+        open_next_secret(&key(), "node-2", &sealed),
+        Err(UnsealError::DoesNotOpen),
+        "moved onto another node"
+    );
+    let mut flipped = sealed.clone().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+    assert_eq!(
+        open_next_secret(&key(), NODE, std::str::from_utf8(&flipped).unwrap()),
+        Err(UnsealError::DoesNotOpen)
+    );
+    assert_eq!(
+        open_next_secret(&key(), NODE, "zz"),
+        Err(UnsealError::Malformed)
+    );
+    // A secret too short to be one is refused even when it opens.
+    let short = Secret(b"short".to_vec());
+    let sealed = seal_next_secret(&key(), NODE, &short, [1; 24]);
+    assert_eq!(
+        open_next_secret(&key(), NODE, &sealed),
+        Err(UnsealError::Secret(SecretError::TooShort(5)))
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn opening_arbitrary_text_never_panics(s in ".{0,200}") {
+        let _ = open_next_secret(&key(), NODE, &s);
     }
 }

@@ -490,6 +490,14 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Replaces a node's sealed secret (a rotation, once the agent has staged the new one).
+    pub fn set_node_secret(&mut self, name: &str, secret: SealedSecret) -> Result<Node> {
+        let mut node = self.load_node(name)?;
+        node.secret = secret;
+        self.put_node(&node)?;
+        Ok(node)
+    }
+
     /// Sets (or, with `None`, clears) the overlay pool. Nodes registered later take their
     /// overlay address from it; nodes that have one keep it.
     pub fn set_overlay_pool(&mut self, pool: Option<&str>) -> Result<Option<super::Pool>> {

@@ -126,8 +126,11 @@ pub async fn agent(node: &str, secret: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap().keep();
-    let plane = crate::dataplane::DataPlane::open(dir, "weft0".into()).unwrap();
-    tokio::spawn(async move { axum::serve(listener, crate::agent::router(guard, plane)).await });
+    let plane = crate::dataplane::DataPlane::open(dir.clone(), "weft0".into()).unwrap();
+    let file = crate::agent::SecretFile::new(dir.join("secret"));
+    tokio::spawn(
+        async move { axum::serve(listener, crate::agent::router(guard, plane, file)).await },
+    );
     format!("http://{addr}/")
 }
 

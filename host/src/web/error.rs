@@ -335,6 +335,9 @@ impl From<crate::controller::nodes::NodeError> for ApiError {
             N::Store(store) => store.into(),
             // A sealed secret that does not open is our data dir's fault, not the caller's.
             N::Secret(_) | N::BadSecret(_) | N::Client { .. } => ApiError::internal(&e),
+            N::RotationRefused { .. } | N::RotationUnconfirmed { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "agent_failed", e.to_string())
+            }
         }
     }
 }

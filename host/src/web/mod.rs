@@ -12,7 +12,7 @@
 
 mod addresses;
 #[cfg(test)]
-mod api_fixture;
+pub(crate) mod api_fixture;
 mod auth;
 mod csv_io;
 mod error;

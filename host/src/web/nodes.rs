@@ -144,7 +144,8 @@ pub struct RegisteredNode {
     /// The node's shared secret (64 hex characters): the whole content of the agent's
     /// secret file. weft keeps it only sealed and never shows it again.
     pub secret: String,
-    /// The command to run on the node, once the secret is in `/etc/weft/secret` (mode 0600).
+    /// The command to run on the node, once the secret is in `/var/lib/weft-agent/secret`
+    /// (mode 0600).
     pub agent_command: String,
 }
 
@@ -211,6 +212,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_node, edit_node, delete_node))
         .routes(routes!(test_node))
         .routes(routes!(node_history))
+        .routes(routes!(rotate_secret))
         .routes(routes!(get_overlay, set_overlay))
         .routes(routes!(enrol))
 }
@@ -326,7 +328,7 @@ pub fn agent_command(node: &Node) -> String {
         .and_then(|u| u.port_or_known_default())
         .map_or_else(|| "0.0.0.0:7443".to_string(), |p| format!("0.0.0.0:{p}"));
     format!(
-        "weft agent --listen {listen} --node-id {} --secret-file /etc/weft/secret --data-dir /var/lib/weft",
+        "weft agent --listen {listen} --node-id {} --data-dir /var/lib/weft-agent",
         node.name
     )
 }
@@ -499,6 +501,25 @@ async fn node_history(
     })?;
     let events = events.ok_or_else(|| ApiError::not_found(format!("node {name:?} not found")))?;
     Ok(Json(NodeHistory { events }))
+}
+
+/// Rotate the node's shared secret through its agent, with no failed request meanwhile
+/// (docs/agent-protocol.md, "Rotating the secret"); the new secret is never shown. Access: a
+/// write token. 502 when the agent does not take it: if it did not stage it, the secret is
+/// unchanged; if it did not confirm, it accepts both until a rotation finishes.
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/rotate-secret", tag = "nodes",
+    params(("name" = String, Path, description = "node name")),
+    responses((status = 204, description = "rotated"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody)),
+    security(("token" = [])))]
+async fn rotate_secret(
+    State(s): State<AppState>,
+    who: Admin,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    registry(&s)?.rotate_secret(&name, &who.name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The overlay pool. Access: any token.

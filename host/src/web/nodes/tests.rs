@@ -26,6 +26,7 @@ async fn every_route_needs_a_token_and_writes_need_a_write_token() {
         ("POST", "/api/v1/nodes"),
         ("PATCH", "/api/v1/nodes/n1"),
         ("POST", "/api/v1/nodes/n1/test"),
+        ("POST", "/api/v1/nodes/n1/rotate-secret"),
         ("DELETE", "/api/v1/nodes/n1"),
         ("GET", "/api/v1/overlay"),
         ("PUT", "/api/v1/overlay"),
@@ -407,4 +408,53 @@ async fn a_pool_that_nodes_need_cannot_be_deleted() {
         .await;
     let (status, _) = f.admin("DELETE", "/api/v1/pools/peers-a", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_secret_keeps_the_node_reachable_and_never_shows_the_secret() {
+    let f = Fixture::new().await;
+    let (_, made) = f
+        .admin(
+            "POST",
+            "/api/v1/nodes",
+            Some(request("n1", "http://127.0.0.1:1/")),
+        )
+        .await;
+    let url = agent("n1", made["secret"].as_str().unwrap()).await;
+    f.admin("PATCH", "/api/v1/nodes/n1", Some(json!({"agent_url": url})))
+        .await;
+    let (status, body) = f
+        .admin("POST", "/api/v1/nodes/n1/rotate-secret", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, test) = f.admin("POST", "/api/v1/nodes/n1/test", None).await;
+    assert_eq!(test["ok"], true, "{test}");
+    let (_, node) = f.admin("GET", "/api/v1/nodes/n1", None).await;
+    assert!(node.get("secret").is_none(), "{node}");
+
+    // An agent that cannot be reached: 502, and the secret stays as it was.
+    f.admin(
+        "POST",
+        "/api/v1/nodes",
+        Some(request("dead", &closed_port())),
+    )
+    .await;
+    let before = f.state.store.read(|r| r.node("dead")).unwrap().unwrap();
+    let (status, body) = f
+        .admin("POST", "/api/v1/nodes/dead/rotate-secret", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the secret is unchanged"),
+        "{body}"
+    );
+    let after = f.state.store.read(|r| r.node("dead")).unwrap().unwrap();
+    assert_eq!(before.secret, after.secret);
+    let (status, _) = f
+        .admin("POST", "/api/v1/nodes/nope/rotate-secret", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/nodes/{name}/edit", get(edit_form).post(edit))
         .route("/nodes/{name}/enabled", post(set_enabled))
         .route("/nodes/{name}/test", post(test))
+        .route("/nodes/{name}/rotate-secret", post(rotate_secret))
         .route("/nodes/{name}/delete", get(confirm_delete).post(delete))
 }
 
@@ -564,6 +565,23 @@ async fn test(
         Err(e) => format!("{name} did not answer ({ms:.0} ms): {e}"),
     };
     Ok(see_other("/nodes", &message, s.secure_cookies))
+}
+
+/// Rotates the node's secret through its agent (docs/agent-protocol.md, "Rotating the
+/// secret"); the outcome comes back as a message on the node's page. Admins only.
+async fn rotate_secret(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    AdminForm { user, .. }: AdminForm<Empty>,
+) -> Result<Response, PageError> {
+    load(&s, &name)?;
+    let reg = registry(&s).map_err(PageError::Api)?;
+    let message = match reg.rotate_secret(&name, &user.name).await {
+        Ok(_) => format!("{name} has a new secret; no request failed on the way"),
+        Err(e) => format!("The secret of {name} was not rotated: {e}"),
+    };
+    let to = format!("/nodes/{}", super::pools::url_part(&name));
+    Ok(see_other(&to, &message, s.secure_cookies))
 }
 
 #[derive(Template)]

@@ -163,14 +163,7 @@ impl NodeSource for TestNodes {
 
 /// A node whose agent is at `url`, signed for with `key`, drawing from `pool`.
 pub(crate) fn node(name: &str, url: url::Url, key: &str, pool: &str, online: bool) -> PeerNode {
-    let client = AgentClient::new(
-        url,
-        name,
-        secret(key),
-        Secrets::one(secret(key)),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let client = AgentClient::new(url, name, secret(key), Duration::from_secs(5)).unwrap();
     PeerNode {
         name: name.into(),
         enabled: true,

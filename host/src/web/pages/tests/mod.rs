@@ -158,6 +158,12 @@ fn set_cookie_line(resp: &Response<Body>, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The message a response leaves for the next page.
+pub(super) fn flash_of(resp: &Response<Body>) -> String {
+    let hex = set_cookie(resp, "weft_flash").expect("a flash cookie");
+    String::from_utf8(hex::decode(hex).unwrap()).unwrap()
+}
+
 fn set_cookie(resp: &Response<Body>, name: &str) -> Option<String> {
     let line = set_cookie_line(resp, name)?;
     let value = line.split(';').next()?.split_once('=')?.1.to_string();

@@ -296,3 +296,93 @@ async fn an_enrolled_nodes_page_names_the_token_its_maker_and_the_address_escape
     assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
     assert!(!html.contains("<script"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
+    let f = Fixture::new().with_registry().await;
+    let reg = f.state.nodes.clone().unwrap();
+    let spec = crate::store::NodeSpec {
+        name: "edge-1".into(),
+        agent_url: "http://127.0.0.1:9/".into(),
+        endpoint_host: "edge.example.net".into(),
+        listen_port: 51820,
+        peer_pool: "lan".into(),
+        max_peers: 4,
+        weight: 1,
+        labels: vec![],
+        enabled: true,
+    };
+    let made = reg.register(spec, "test").await.unwrap();
+    let url = crate::web::api_fixture::agent("edge-1", &made.secret).await;
+    let patch = crate::store::NodePatch {
+        agent_url: Some(url),
+        ..Default::default()
+    };
+    f.state
+        .store
+        .write(move |w| w.update_node("edge-1", &patch, "test"))
+        .await
+        .unwrap();
+    let secret = |f: &Fixture| {
+        f.state
+            .store
+            .read(|r| r.node("edge-1"))
+            .unwrap()
+            .unwrap()
+            .secret
+    };
+    let before = secret(&f);
+
+    f.user("vic", Role::Viewer).await;
+    let viewer = f.login("vic").await;
+    let page = text(f.get("/nodes/edge-1", Some(&viewer)).await).await;
+    assert!(!page.contains("Rotate secret"));
+    let csrf = f.session_csrf(&viewer).await;
+    let resp = f
+        .post_form(
+            "/nodes/edge-1/rotate-secret",
+            &viewer,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(secret(&f), before, "a viewer changed nothing");
+
+    f.user("ada", Role::Admin).await;
+    let admin = f.login("ada").await;
+    assert!(
+        text(f.get("/nodes/edge-1", Some(&admin)).await)
+            .await
+            .contains("Rotate secret")
+    );
+    let resp = f
+        .post_form("/nodes/edge-1/rotate-secret", &admin, "csrf=wrong")
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(secret(&f), before, "no CSRF token, nothing changed");
+
+    let csrf = f.session_csrf(&admin).await;
+    let resp = f
+        .post_form(
+            "/nodes/edge-1/rotate-secret",
+            &admin,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/nodes/edge-1");
+    assert!(
+        flash_of(&resp).contains("has a new secret"),
+        "the flash says so"
+    );
+    assert_ne!(secret(&f), before);
+    let html = text(f.get("/nodes/edge-1", Some(&admin)).await).await;
+    assert!(
+        html.contains("Secret rotated</span> by <strong>ada"),
+        "{html}"
+    );
+    assert!(
+        reg.test("edge-1").await.unwrap().result.is_ok(),
+        "still reachable"
+    );
+}
