@@ -8,7 +8,8 @@
 //!   them (or a ping-check plugin) to keep each held address's `active` flag.
 //! - `admin`: admin commands over a Unix socket or the database directly.
 //! - `syncs`: running ipam-sync plugins, on demand and on their interval, and their runs.
-//! - `server`, `cli`, `config`: the `weft serve` process and its settings.
+//! - `server`, `cli`, `config`: the `weft serve` process and its settings; `input` the text
+//!   forms (labels, lifetimes) the CLI and the pages both read.
 //! - `plugins`: the WebAssembly plugin host; `placement`, `ping`, `syncs` and `plugin_run`
 //!   are what weft does with it (choose nodes, check addresses, sync IPAM, run one by hand).
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod controller;
 pub mod dataplane;
 pub mod https;
+pub mod input;
 pub mod ipam;
 pub mod keyfile;
 pub mod mesh;

@@ -334,21 +334,12 @@ fn join_tokens(command: weft::cli::JoinTokenCommand) -> Result<(), String> {
             uses,
             common,
         } => {
-            let labels = labels
-                .split(',')
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| match l.split_once('=') {
-                    Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
-                    None => Err(format!("--labels: {l:?} is not k=v")),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let valid: jiff::SignedDuration = expires.parse().map_err(|e| {
-                format!("--expires: {expires:?} is not a duration like 30m, 1h or 7d: {e}")
-            })?;
-            let secs = u64::try_from(valid.as_secs())
-                .ok()
-                .filter(|&s| s > 0)
-                .ok_or_else(|| format!("--expires: {expires:?} must be positive"))?;
+            let labels =
+                weft::input::parse_labels(&labels).map_err(|e| format!("--labels: {e}"))?;
+            let valid =
+                weft::input::parse_lifetime(&expires).map_err(|e| format!("--expires: {e}"))?;
+            // Whole seconds cross the admin socket: less than one counts as one.
+            let secs = valid.as_secs().max(1);
             let req = AdminRequest::JoinTokenCreate {
                 pool,
                 labels,

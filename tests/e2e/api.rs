@@ -376,6 +376,21 @@ fn routes() -> Vec<Route> {
             Body::None,
             S::OK,
         ),
+        r(
+            M::GET,
+            "/api/v1/nodes/{name}/history",
+            "/api/v1/nodes/n1/history",
+            Body::None,
+            S::OK,
+        ),
+        // n1's agent never answers: the rotation is refused and the secret stays.
+        r(
+            M::POST,
+            "/api/v1/nodes/{name}/rotate-secret",
+            "/api/v1/nodes/n1/rotate-secret",
+            Body::None,
+            S::BAD_GATEWAY,
+        ),
         // A mesh of n1 alone, whose agent never answers: applied, it shows n1 as missing.
         r(
             M::GET,

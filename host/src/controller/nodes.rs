@@ -239,7 +239,7 @@ impl Registry {
             .store
             .write(move |w| {
                 let node = w.set_node_secret(&owned, sealed.clone())?;
-                let _ = &actor;
+                w.record_node_event(&owned, &actor, crate::store::NodeAction::SecretRotated)?;
                 Ok(node)
             })
             .await?;

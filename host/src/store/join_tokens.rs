@@ -126,7 +126,8 @@ impl Writer<'_> {
     }
 
     /// Redeems `secret` for the node `spec` (its peer pool and labels come from the token)
-    /// and registers it: one use of the token, recorded with `from`.
+    /// and registers it: one use of the token, recorded with `from` on the token and as the
+    /// node's first event (`Enrolled`, with the token's creator).
     pub fn enrol_node(
         &mut self,
         secret: &str,
@@ -163,7 +164,14 @@ impl Writer<'_> {
         let mut spec = spec.clone();
         spec.peer_pool = token.peer_pool.to_string();
         spec.labels = token.labels.clone();
-        let node = self.create_node(&spec, sealed, &format!("join-token:{id}"))?;
+        let actor = format!("join-token:{id}");
+        let node = self.insert_node(&spec, sealed, &actor)?;
+        let action = super::NodeAction::Enrolled {
+            token: id,
+            token_created_by: token.created_by.clone(),
+            from: from.to_string(),
+        };
+        self.record_node_event(&node.name, &actor, action)?;
         token.enrolled.push(Enrolment {
             node: node.name.clone(),
             at: self.now,

@@ -15,6 +15,7 @@ mod error;
 mod join_tokens;
 mod listing;
 mod meshes;
+mod node_history;
 mod nodes;
 mod notes;
 mod peers;
@@ -33,6 +34,7 @@ pub use error::StoreError;
 pub use join_tokens::{Enrolment, JoinRefused, JoinToken, new_join_secret};
 pub use listing::{AddressFilter, COUNT_BUDGET, Count, MAX_SCAN, Page, StatusCounts};
 pub use meshes::{Mesh, MeshMember};
+pub use node_history::{NodeAction, NodeEvent};
 pub use nodes::{
     MAX_LABELS, Node, NodePatch, NodeSpec, NodeStatus, Observation, SealedSecret, node_owner,
 };
@@ -138,6 +140,7 @@ tables! {
     meshes: MESHES<&'static str, &'static [u8]>,
     mesh_names: MESH_NAMES<&'static str, &'static str>,
     join_tokens: JOIN_TOKENS<&'static [u8], &'static [u8]>,
+    node_history: NODE_HISTORY<(&'static str, u64), &'static [u8]>,
 }
 
 /// A consistent snapshot to read from.
@@ -408,6 +411,9 @@ fn migrate(db: &Database) -> Result<()> {
                 // Versions 5 (plugin_runs), 6 (peers, nodes) and 7 (meshes) need no step:
                 // `WriteTables::open` above created their tables, and an older file has
                 // nothing to carry over into them.
+                if v < 8 {
+                    node_history::backfill(&mut t)?;
+                }
                 if v < 4 {
                     backfill_events(&mut t)?;
                 }

@@ -3,7 +3,7 @@
 //! the store never sees it in clear. Registering a node takes its persistent overlay address
 //! from the overlay pool (if one is set) in the same transaction; deleting it gives it back.
 
-use super::{Reader, Result, StoreError, Writer, encode, get_json};
+use super::{NodeAction, Reader, Result, StoreError, Writer, encode, get_json};
 use crate::agent_api::{Health, PublicKey};
 use crate::ipam::Status;
 use redb::ReadableTable;
@@ -262,8 +262,21 @@ impl Writer<'_> {
             .ok_or_else(|| StoreError::NotFound(format!("node {name:?}")))
     }
 
-    /// Registers a node, and takes its overlay address if an overlay pool is set.
+    /// Registers a node, and takes its overlay address if an overlay pool is set. Its
+    /// history starts with `Registered` by `actor`.
     pub fn create_node(
+        &mut self,
+        spec: &NodeSpec,
+        secret: SealedSecret,
+        actor: &str,
+    ) -> Result<Node> {
+        let node = self.insert_node(spec, secret, actor)?;
+        self.record_node_event(&node.name, actor, NodeAction::Registered)?;
+        Ok(node)
+    }
+
+    /// Registers a node without a history entry: its caller records how it came.
+    pub(super) fn insert_node(
         &mut self,
         spec: &NodeSpec,
         secret: SealedSecret,
@@ -324,9 +337,12 @@ impl Writer<'_> {
         Ok(node)
     }
 
-    /// Edits a node. Its name, secret and overlay address stay.
-    pub fn update_node(&mut self, name: &str, patch: &NodePatch) -> Result<Node> {
+    /// Edits a node. Its name, secret and overlay address stay. What changed goes into its
+    /// history, by `actor`: `Edited` if any setting did, `Enabled` or `Disabled` if that did
+    /// (a save that changes nothing records nothing).
+    pub fn update_node(&mut self, name: &str, patch: &NodePatch, actor: &str) -> Result<Node> {
         let mut node = self.load_node(name)?;
+        let before = node.clone();
         if let Some(u) = &patch.agent_url {
             check_url(u)?;
             node.agent_url = u.clone();
@@ -353,6 +369,7 @@ impl Writer<'_> {
             }
             node.peer_pool = pool.id;
         }
+        let edited = node != before;
         if let Some(e) = patch.enabled {
             node.enabled = e;
             node.status = match (e, node.status) {
@@ -363,6 +380,14 @@ impl Writer<'_> {
             };
         }
         self.put_node(&node)?;
+        if edited {
+            self.record_node_event(name, actor, NodeAction::Edited)?;
+        }
+        match (before.enabled, node.enabled) {
+            (false, true) => self.record_node_event(name, actor, NodeAction::Enabled)?,
+            (true, false) => self.record_node_event(name, actor, NodeAction::Disabled)?,
+            _ => {}
+        }
         Ok(node)
     }
 
@@ -377,7 +402,7 @@ impl Writer<'_> {
         Ok(n)
     }
 
-    /// Deletes a node that has no peers, and releases its overlay address.
+    /// Deletes a node that has no peers, releases its overlay address and forgets its history.
     pub fn delete_node(&mut self, name: &str, actor: &str) -> Result<Node> {
         let node = self.load_node(name)?;
         let peers = self.peer_count_in_txn(name)?;
@@ -401,6 +426,7 @@ impl Writer<'_> {
             self.release(ip, actor)?;
         }
         self.t.nodes.remove(name)?;
+        self.delete_node_history(name)?;
         Ok(node)
     }
 

@@ -14,8 +14,9 @@ use redb::TableDefinition;
 /// empty and are created on open, so an older file needs no migration). 4: adds `events`
 /// (back-filled from `history`: an empty one would hide the older changes). 5: adds
 /// `plugin_runs` (starts empty). 6: `peers`, `peer_keys`, `peers_by_node`, `nodes`. 7: `meshes`,
-/// `mesh_names`, `join_tokens` (all start empty).
-pub const SCHEMA_VERSION: u64 = 7;
+/// `mesh_names`, `join_tokens` (all start empty). 8: `node_history` (back-filled: each node's
+/// registration or enrolment).
+pub const SCHEMA_VERSION: u64 = 8;
 
 /// `"schema_version"`, `"next_pool_id"`, `"next_event_id"`, `"next_release_seq"`,
 /// `"next_plugin_run_id"`.
@@ -74,3 +75,6 @@ pub const MESH_NAMES: TableDefinition<&str, &str> = TableDefinition::new("mesh_n
 /// SHA-256 of a join token's secret -> `JoinToken` (JSON: pool, labels, uses, expiry, who
 /// enrolled). The secret itself is printed once and never stored.
 pub const JOIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("join_tokens");
+/// (node name, sequence) -> `NodeEvent` (JSON): each node's history, oldest first, one range
+/// per node. Written in the transaction of the change it records; deleted with the node.
+pub const NODE_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("node_history");

@@ -6,7 +6,7 @@ use super::auth::{Admin, Reader};
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::agent_api::{Health, PublicKey};
 use crate::controller::nodes::Registry;
-use crate::store::{Node, NodePatch, NodeSpec, NodeStatus};
+use crate::store::{Node, NodeEvent, NodePatch, NodeSpec, NodeStatus};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -191,6 +191,12 @@ pub struct TestResult {
     pub status: NodeStatus,
 }
 
+/// A node's history, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NodeHistory {
+    pub events: Vec<NodeEvent>,
+}
+
 /// The overlay pool setting.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +211,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_nodes, create_node))
         .routes(routes!(get_node, edit_node, delete_node))
         .routes(routes!(test_node))
+        .routes(routes!(node_history))
         .routes(routes!(rotate_secret))
         .routes(routes!(get_overlay, set_overlay))
         .routes(routes!(enrol))
@@ -413,12 +420,16 @@ async fn get_node(
     security(("token" = [])))]
 async fn edit_node(
     State(s): State<AppState>,
-    _: Admin,
+    who: Admin,
     ApiPath(name): ApiPath<String>,
     ApiJson(edit): ApiJson<NodeEdit>,
 ) -> Result<Json<NodeView>, ApiError> {
     let patch = NodePatch::from(edit);
-    let node = s.store.write(move |w| w.update_node(&name, &patch)).await?;
+    let actor = who.name;
+    let node = s
+        .store
+        .write(move |w| w.update_node(&name, &patch, &actor))
+        .await?;
     Ok(Json(view(&s, node)?))
 }
 
@@ -468,6 +479,28 @@ async fn test_node(
         error,
         status,
     }))
+}
+
+/// A node's history, oldest first: who registered or enrolled it (for an enrolment: the
+/// join token, who made it, and the address the agent called from), edited, enabled or
+/// disabled it, or rotated its secret, and when. Access: any token.
+#[utoipa::path(get, path = "/api/v1/nodes/{name}/history", tag = "nodes",
+    params(("name" = String, Path, description = "node name")),
+    responses((status = 200, body = NodeHistory), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("token" = [])))]
+async fn node_history(
+    State(s): State<AppState>,
+    _: Reader,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<NodeHistory>, ApiError> {
+    // One snapshot for both: a node deleted in between is a 404, not an empty history.
+    let events = s.store.read(|r| match r.node(&name)? {
+        Some(_) => r.node_history(&name).map(Some),
+        None => Ok(None),
+    })?;
+    let events = events.ok_or_else(|| ApiError::not_found(format!("node {name:?} not found")))?;
+    Ok(Json(NodeHistory { events }))
 }
 
 /// Rotate the node's shared secret through its agent, with no failed request meanwhile

@@ -22,6 +22,7 @@ async fn every_route_needs_a_token_and_writes_need_a_write_token() {
     let routes = [
         ("GET", "/api/v1/nodes"),
         ("GET", "/api/v1/nodes/n1"),
+        ("GET", "/api/v1/nodes/n1/history"),
         ("POST", "/api/v1/nodes"),
         ("PATCH", "/api/v1/nodes/n1"),
         ("POST", "/api/v1/nodes/n1/test"),
@@ -44,6 +45,88 @@ async fn every_route_needs_a_token_and_writes_need_a_write_token() {
         "viewers changed nothing"
     );
     assert_eq!(list["items"][0]["weight"], 1);
+}
+
+#[tokio::test]
+async fn a_nodes_history_says_who_registered_edited_and_switched_it() {
+    let f = Fixture::new().await;
+    let (status, _) = f.admin("GET", "/api/v1/nodes/ghost/history", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    f.admin("POST", "/api/v1/nodes", Some(request("n1", &closed_port())))
+        .await;
+    f.admin("PATCH", "/api/v1/nodes/n1", Some(json!({"weight": 5})))
+        .await;
+    f.admin("PATCH", "/api/v1/nodes/n1", Some(json!({"enabled": false})))
+        .await;
+    let (status, body) = f
+        .call("GET", "/api/v1/nodes/n1/history", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = body["events"].as_array().unwrap();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap(),
+                e["action"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("admin", "registered"),
+            ("admin", "edited"),
+            ("admin", "disabled")
+        ]
+    );
+    assert!(events[0]["at"].as_str().unwrap().ends_with('Z'));
+    f.admin("DELETE", "/api/v1/nodes/n1", None).await;
+    let (status, _) = f.admin("GET", "/api/v1/nodes/n1/history", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "gone with its node");
+}
+
+#[tokio::test]
+async fn an_enrolled_nodes_history_names_the_token_its_maker_and_the_agents_address() {
+    use axum::extract::connect_info::MockConnectInfo;
+    use tower::ServiceExt;
+    let f = Fixture::new().await;
+    let token = f
+        .state
+        .store
+        .write(|w| {
+            w.create_join_token(
+                "wj_test",
+                "peers-a",
+                &[],
+                1,
+                std::time::Duration::from_secs(60),
+                "ops",
+            )
+        })
+        .await
+        .unwrap();
+    let body = json!({"token": "wj_test", "name": "n1", "agent_url": closed_port(),
+        "endpoint_host": "n1.example.net"});
+    let req = axum::http::Request::post("/api/v1/enroll")
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let app = crate::web::router(f.state.clone()).layer(MockConnectInfo(
+        std::net::SocketAddr::from(([198, 51, 100, 7], 40000)),
+    ));
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (_, body) = f.admin("GET", "/api/v1/nodes/n1/history", None).await;
+    assert_eq!(
+        body["events"],
+        json!([{
+            "at": body["events"][0]["at"],
+            "actor": format!("join-token:{}", token.id),
+            "action": {"kind": "enrolled", "token": token.id, "token_created_by": "ops",
+                "from": "198.51.100.7"},
+        }])
+    );
 }
 
 #[tokio::test]

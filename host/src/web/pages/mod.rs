@@ -7,6 +7,7 @@
 
 mod addresses;
 mod dashboard;
+mod join_tokens;
 mod login;
 mod meshes;
 mod nodes;
@@ -50,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .merge(addresses::router())
         .merge(plugins::router())
         .merge(nodes::router())
+        .merge(join_tokens::router())
         .merge(peers::router())
         .merge(meshes::router())
 }
@@ -159,11 +161,28 @@ pub fn relative(secs: i64) -> String {
     match secs {
         s if s < 0 => "in the future".into(),
         0 => "just now".into(),
-        s if s < 60 => format!("{s} s ago"),
-        s if s < 3600 => format!("{} min ago", s / 60),
-        s if s < 86_400 => format!("{} h ago", s / 3600),
-        s if s < 2 * 86_400 => "1 day ago".into(),
-        s => format!("{} days ago", s / 86_400),
+        s => format!("{} ago", span(s)),
+    }
+}
+
+/// How long from now `secs` seconds is: "in 12 s", "in 5 h"; "now" for no time left.
+pub fn ahead(secs: i64) -> String {
+    if secs <= 0 {
+        "now".into()
+    } else {
+        format!("in {}", span(secs))
+    }
+}
+
+/// A positive number of seconds in the largest unit that fits: "12 s", "3 min", "5 h",
+/// "1 day", "2 days".
+fn span(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h", s / 3600),
+        s if s < 2 * 86_400 => "1 day".into(),
+        s => format!("{} days", s / 86_400),
     }
 }
 

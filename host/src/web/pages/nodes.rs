@@ -1,12 +1,13 @@
-//! The node pages: nodes as cards (status, last seen, peers of capacity as a bar), register
-//! (the secret shown once), edit, enable or disable, test the connection, delete.
+//! The node pages: nodes as cards (status, last seen, peers of capacity as a bar), one node
+//! with its history, register (the secret shown once), edit, enable or disable, test the
+//! connection, delete.
 //!
 //! Every change goes through the same store and registry operations as the JSON API
 //! (`web/nodes.rs`); a refusal comes back on the form with the API's status and message.
 
 use super::{Frame, render, see_other};
 use crate::controller::nodes::Registry;
-use crate::store::{Node, NodePatch, NodeSpec, Pool, Role, StoreError};
+use crate::store::{Node, NodeAction, NodeEvent, NodePatch, NodeSpec, Pool, Role, StoreError};
 use crate::web::AppState;
 use crate::web::error::{ApiError, PageError};
 use crate::web::nodes::{agent_command, endpoint, registry};
@@ -23,9 +24,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/nodes", get(list).post(create))
         .route("/nodes/new", get(new_form))
+        .route("/nodes/{name}", get(show))
         .route("/nodes/{name}/edit", get(edit_form).post(edit))
         .route("/nodes/{name}/enabled", post(set_enabled))
         .route("/nodes/{name}/test", post(test))
+        .route("/nodes/{name}/rotate-secret", post(rotate_secret))
         .route("/nodes/{name}/delete", get(confirm_delete).post(delete))
 }
 
@@ -76,7 +79,7 @@ impl NodeCard {
     }
 }
 
-fn labels_text(labels: &[(String, String)]) -> String {
+pub(super) fn labels_text(labels: &[(String, String)]) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -125,6 +128,57 @@ async fn list(
         frame: frame("Nodes", user, &headers),
         cards: cards(&s, nodes)?,
         overlay,
+        now: jiff::Timestamp::now().as_second(),
+        admin,
+    };
+    Ok(render(StatusCode::OK, &page.frame, &page, s.secure_cookies))
+}
+
+// ---- one node ----
+
+#[derive(Template)]
+#[template(path = "node.html")]
+struct NodePage {
+    frame: Frame,
+    csrf: String,
+    card: NodeCard,
+    /// Its history, newest first: what changed last is what a reader looks for.
+    events: Vec<NodeEvent>,
+    now: i64,
+    admin: bool,
+}
+
+/// What a history entry says happened, for the timeline.
+pub fn action_text(action: &NodeAction) -> &'static str {
+    match action {
+        NodeAction::Registered => "Registered",
+        NodeAction::Enrolled { .. } => "Enrolled",
+        NodeAction::Edited => "Edited",
+        NodeAction::Enabled => "Enabled",
+        NodeAction::Disabled => "Disabled",
+        NodeAction::SecretRotated => "Secret rotated",
+    }
+}
+
+/// One node: its card and its history. Any signed-in user.
+async fn show(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    user: SignedIn,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    // One snapshot: the node and the history that led to it.
+    let (node, mut events) = s
+        .store
+        .read(|r| Ok((r.node(&name)?, r.node_history(&name)?)))?;
+    let node = node.ok_or_else(|| not_found(&name))?;
+    events.reverse();
+    let admin = user.role == Role::Admin;
+    let page = NodePage {
+        csrf: user.csrf.clone(),
+        frame: frame(format!("Node {name}"), user, &headers),
+        card: cards(&s, vec![node])?.remove(0),
+        events,
         now: jiff::Timestamp::now().as_second(),
         admin,
     };
@@ -246,21 +300,10 @@ impl NodeForm {
         );
         let max_peers = number(&self.max_peers, 250, &mut errors.max_peers, "max_peers");
         let weight = number(&self.weight, 1, &mut errors.weight, "weight");
-        let mut labels = Vec::new();
-        for pair in self
-            .labels
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            match pair.split_once('=') {
-                Some((k, v)) => labels.push((k.trim().to_string(), v.trim().to_string())),
-                None => {
-                    errors.labels = Some(format!("labels: {pair:?} is not key=value"));
-                    break;
-                }
-            }
-        }
+        let labels = crate::input::parse_labels(&self.labels).unwrap_or_else(|e| {
+            errors.labels = Some(format!("labels: {e}"));
+            Vec::new()
+        });
         if errors.any() {
             return Err(Box::new(errors));
         }
@@ -452,8 +495,12 @@ async fn edit(
         labels: Some(parsed.labels),
         enabled: None,
     };
-    let n = name.clone();
-    match s.store.write(move |w| w.update_node(&n, &patch)).await {
+    let (n, actor) = (name.clone(), user.name.clone());
+    match s
+        .store
+        .write(move |w| w.update_node(&n, &patch, &actor))
+        .await
+    {
         Ok(_) => Ok(see_other(
             "/nodes",
             &format!("Saved node {name}"),
@@ -484,9 +531,9 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..NodePatch::default()
     };
-    let n = name.clone();
+    let (n, actor) = (name.clone(), user.name.clone());
     s.store
-        .write(move |w| w.update_node(&n, &patch))
+        .write(move |w| w.update_node(&n, &patch, &actor))
         .await
         .map_err(page_err)?;
     tracing::info!(user = %user.name, node = %name, enabled, "node switched");
@@ -518,6 +565,23 @@ async fn test(
         Err(e) => format!("{name} did not answer ({ms:.0} ms): {e}"),
     };
     Ok(see_other("/nodes", &message, s.secure_cookies))
+}
+
+/// Rotates the node's secret through its agent (docs/agent-protocol.md, "Rotating the
+/// secret"); the outcome comes back as a message on the node's page. Admins only.
+async fn rotate_secret(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    AdminForm { user, .. }: AdminForm<Empty>,
+) -> Result<Response, PageError> {
+    load(&s, &name)?;
+    let reg = registry(&s).map_err(PageError::Api)?;
+    let message = match reg.rotate_secret(&name, &user.name).await {
+        Ok(_) => format!("{name} has a new secret; no request failed on the way"),
+        Err(e) => format!("The secret of {name} was not rotated: {e}"),
+    };
+    let to = format!("/nodes/{}", super::pools::url_part(&name));
+    Ok(see_other(&to, &message, s.secure_cookies))
 }
 
 #[derive(Template)]

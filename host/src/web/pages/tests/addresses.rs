@@ -116,11 +116,6 @@ fn link(html: &str, text: &str) -> Option<String> {
     Some(href.replace("&#38;", "&").replace("&amp;", "&"))
 }
 
-fn flash_of(resp: &Response<Body>) -> String {
-    let v = set_cookie(resp, "weft_flash").expect("a flash");
-    String::from_utf8(hex::decode(v).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn anonymous_visitors_are_sent_to_login_and_change_nothing() {
     let f = lan().await;

@@ -158,6 +158,12 @@ fn set_cookie_line(resp: &Response<Body>, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The message a response leaves for the next page.
+pub(super) fn flash_of(resp: &Response<Body>) -> String {
+    let hex = set_cookie(resp, "weft_flash").expect("a flash cookie");
+    String::from_utf8(hex::decode(hex).unwrap()).unwrap()
+}
+
 fn set_cookie(resp: &Response<Body>, name: &str) -> Option<String> {
     let line = set_cookie_line(resp, name)?;
     let value = line.split(';').next()?.split_once('=')?.1.to_string();
@@ -604,6 +610,7 @@ async fn anonymous_form_post_is_sent_to_login_without_a_way_back_to_the_post() {
 
 // Each page's own router tests, using the fixture and helpers above.
 mod addresses;
+mod join_tokens;
 mod meshes;
 mod nodes;
 mod peers;

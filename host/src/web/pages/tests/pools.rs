@@ -139,12 +139,6 @@ fn create_body(csrf: &str, fields: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(all).unwrap()
 }
 
-/// The message a response leaves for the next page.
-fn flash_of(resp: &Response<Body>) -> String {
-    let hex = set_cookie(resp, "weft_flash").expect("a flash cookie");
-    String::from_utf8(hex::decode(hex).unwrap()).unwrap()
-}
-
 /// The `<input>` (or `<textarea>`) tag of field `id` in a page.
 fn field_tag<'h>(html: &'h str, id: &str) -> &'h str {
     let at = html
