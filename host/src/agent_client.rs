@@ -118,12 +118,13 @@ impl AgentClient {
         })
     }
 
-    /// The secret requests are signed with now.
-    fn signing(&self) -> Secret {
-        self.signing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The secret requests are signed with now, and the time to sign them with. Read
+    /// together under the lock a switch takes: a request signed with the old secret is
+    /// stamped no later than the switch, so the agent's cutoff for the old secret (the
+    /// commit's timestamp, taken after the switch) covers it.
+    fn signing(&self) -> (Secret, i64) {
+        let secret = self.signing.read().unwrap_or_else(|p| p.into_inner());
+        (secret.clone(), unix_now())
     }
 
     /// Signs with `secret` from the next request on, in this client and every clone.
@@ -139,7 +140,8 @@ impl AgentClient {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<AgentAnswer, ResponseError> {
-        self.call_signed(&self.signing(), method, path_and_query, body)
+        let (signing, timestamp) = self.signing();
+        self.call_signed(&signing, timestamp, method, path_and_query, body)
             .await
     }
 
@@ -148,13 +150,13 @@ impl AgentClient {
     async fn call_signed(
         &self,
         signing: &Secret,
+        timestamp: i64,
         method: reqwest::Method,
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<AgentAnswer, ResponseError> {
         let url = self.base.join(path_and_query)?;
         let nonce = Nonce::random();
-        let timestamp = unix_now();
         // Sign what goes on the wire: the URL as parsed, which is what reqwest sends.
         let signature = sign_request(
             signing,
@@ -224,11 +226,17 @@ impl AgentClient {
     /// Stages `next` on the agent (`PUT /v1/secret`), sealed under the secret this request
     /// is signed with. From its answer on, the agent accepts both.
     pub async fn stage_secret(&self, next: &Secret) -> Result<AgentAnswer, ResponseError> {
-        let signing = self.signing();
+        let (signing, timestamp) = self.signing();
         let sealed = seal_next_secret(&signing, &self.node, next, rand::random());
         let body = serde_json::to_vec(&crate::agent_api::StageSecret { next: sealed })?;
-        self.call_signed(&signing, reqwest::Method::PUT, "/v1/secret", body)
-            .await
+        self.call_signed(
+            &signing,
+            timestamp,
+            reqwest::Method::PUT,
+            "/v1/secret",
+            body,
+        )
+        .await
     }
 
     /// Asks the agent to make the staged secret its only one (`POST /v1/secret/commit`);

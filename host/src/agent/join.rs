@@ -140,6 +140,10 @@ fn write_secret(dir: &std::path::Path, secret: &str) -> Result<(), JoinError> {
         .create(dir)
         .map_err(err(dir.to_path_buf()))?;
     let path = dir.join(crate::agent::SECRET_FILE);
+    // A rotation left half done before must not keep its staged secret valid.
+    crate::agent::SecretFile::new(&path)
+        .forget_staged()
+        .map_err(err(path.clone()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

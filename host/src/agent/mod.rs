@@ -38,6 +38,10 @@ pub enum AgentError {
     SecretFileOpen { path: PathBuf, mode: u32 },
     #[error("the secret file {path}: {source}")]
     BadSecret { path: PathBuf, source: SecretError },
+    #[error(
+        "the staged secret {0} is not a timestamp line and a secret: remove it to drop the rotation"
+    )]
+    BadStaged(PathBuf),
     #[error("the node id {0:?} is not 1 to 64 of A-Z a-z 0-9 . _ -")]
     BadNodeId(String),
     #[error(transparent)]
@@ -60,6 +64,15 @@ pub enum AgentError {
 
 /// Reads a secret file, refusing one that group or others may read.
 pub fn load_secret(path: &Path) -> Result<Secret, AgentError> {
+    let bytes = read_secret_file(path)?;
+    Secret::from_file_contents(&bytes).map_err(|source| AgentError::BadSecret {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A secret file's bytes, refusing a file that group or others may read.
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, AgentError> {
     use std::os::unix::fs::PermissionsExt;
     let read_err = |source| AgentError::ReadSecret {
         path: path.to_owned(),
@@ -75,11 +88,7 @@ pub fn load_secret(path: &Path) -> Result<Secret, AgentError> {
             mode: mode & 0o7777,
         });
     }
-    let bytes = std::fs::read(path).map_err(read_err)?;
-    Secret::from_file_contents(&bytes).map_err(|source| AgentError::BadSecret {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read(path).map_err(read_err)
 }
 
 /// The guard of an agent whose state lives in `data_dir`.

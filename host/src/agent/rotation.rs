@@ -2,11 +2,12 @@
 //! the secret"). The controller stages the next secret (`PUT /v1/secret`, sealed under the
 //! secret that signs the request), switches to it, then commits (`POST /v1/secret/commit`,
 //! signed with the next secret). Each step is on disk before it is answered: the staged
-//! secret in `<secret file>.next`, the commit as a rename over the secret file; an agent
-//! that restarts mid-rotation accepts both again.
+//! secret in `<secret file>.next` (after a line with the staging request's timestamp), the
+//! commit as a rename over the secret file; an agent that restarts mid-rotation accepts both
+//! again.
 
 use super::handlers::{bad_body, refuse};
-use super::{AgentError, load_secret};
+use super::{AgentError, load_secret, read_secret_file};
 use crate::agent_api::StageSecret;
 use crate::protocol::{NonceStore, ReplayGuard, Secret, Secrets, Slot, Verified, open_next_secret};
 use axum::extract::State;
@@ -44,15 +45,33 @@ impl SecretFile {
     pub fn load(&self) -> Result<Secrets, AgentError> {
         let current = load_secret(&self.path)?;
         let next = self.next_path();
-        if next.exists() {
-            tracing::info!(file = %next.display(), "a secret rotation is under way: both secrets are accepted");
-            return Ok(Secrets::two(current, load_secret(&next)?));
+        if !next.exists() {
+            return Ok(Secrets::one(current));
         }
-        Ok(Secrets::one(current))
+        // Its first line is the staging request's timestamp, the rest the secret.
+        let bad = || AgentError::BadStaged(next.clone());
+        let bytes = read_secret_file(&next)?;
+        let line = bytes.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+        let at: i64 = std::str::from_utf8(&bytes[..line])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)?;
+        let secret = Secret::new(&bytes[line + 1..]).map_err(|_| bad())?;
+        tracing::info!(file = %next.display(), "a secret rotation is under way: both secrets are accepted");
+        Ok(Secrets::two(current, secret, at))
     }
 
-    /// Writes the staged secret: whole or not at all, mode 0600, durable.
-    fn stage(&self, next: &Secret) -> std::io::Result<()> {
+    /// Forgets a staged secret (a new secret was written by hand or by `join`).
+    pub fn forget_staged(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.next_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the staged secret, after the staging request's timestamp: whole or not at
+    /// all, mode 0600, durable.
+    fn stage(&self, next: &Secret, at: i64) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let staged = self.next_path();
         let mut tmp = staged.as_os_str().to_owned();
@@ -64,15 +83,32 @@ impl SecretFile {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        f.write_all(format!("{at}\n").as_bytes())?;
         f.write_all(next.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &staged)?;
         self.sync_dir()
     }
 
-    /// The staged secret becomes the secret: one rename, durable.
-    fn commit(&self) -> std::io::Result<()> {
-        std::fs::rename(self.next_path(), &self.path)?;
+    /// The staged secret becomes the secret, durable: written whole beside the secret file
+    /// (without the timestamp line), renamed over it, then the staged file removed. A crash
+    /// in between leaves the staged file, and so both secrets, accepted again.
+    fn commit(&self, next: &Secret) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(next.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.sync_dir()?;
+        self.forget_staged()?;
         self.sync_dir()
     }
 
@@ -122,11 +158,27 @@ fn cannot_write(file: &Path, e: &std::io::Error) -> Response {
 impl<S: NonceStore> Rotation<S> {
     /// Commits the staged secret, as of the request verified at `at`.
     fn commit_now(&self, at: i64) -> std::io::Result<()> {
-        self.file.commit()?;
-        self.guard.set_secrets(self.guard.secrets().commit(at));
+        let secrets = self.guard.secrets();
+        if let Some(next) = secrets.next() {
+            self.file.commit(next)?;
+        }
+        self.guard.set_secrets(secrets.commit(at, unix_now()));
         tracing::info!("secret rotated: the new secret is the only one accepted");
         Ok(())
     }
+
+    /// Which secret verified the request, as of now: the middleware decided before this
+    /// step took its turn, and a step before may have changed the secrets since.
+    fn slot(&self, verified: &Verified) -> Option<Slot> {
+        self.guard.secrets().slot_of(&verified.secret)
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// `PUT /v1/secret`: stages the next secret. A request signed with the staged secret first
@@ -152,14 +204,33 @@ async fn stage<S: NonceStore + Send + Sync + 'static>(
             );
         }
     };
-    match verified.slot {
-        Slot::Current => {}
-        Slot::Next => {
-            if let Err(e) = rotation.commit_now(verified.timestamp) {
-                return cannot_write(rotation.file.path(), &e);
+    match rotation.slot(&verified) {
+        Some(Slot::Current) => {
+            // A stage request older than the one that staged what waits now (late, or
+            // replayed) must not replace it: the controller may have switched to it.
+            if rotation
+                .guard
+                .secrets()
+                .staged_at()
+                .is_some_and(|at| verified.timestamp <= at)
+            {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    "stale_stage",
+                    "a newer request staged the next secret",
+                );
             }
         }
-        Slot::Retired => return retired(),
+        Some(Slot::Next) => {
+            let r = rotation.clone();
+            let at = verified.timestamp;
+            match tokio::task::spawn_blocking(move || r.commit_now(at)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return cannot_write(rotation.file.path(), &e),
+                Err(e) => return cannot_write(rotation.file.path(), &std::io::Error::other(e)),
+            }
+        }
+        Some(Slot::Retired) | None => return retired(),
     }
     if next == *rotation.guard.secrets().current() {
         return refuse(
@@ -170,7 +241,8 @@ async fn stage<S: NonceStore + Send + Sync + 'static>(
     }
     let file = rotation.file.clone();
     let staged = next.clone();
-    let written = tokio::task::spawn_blocking(move || file.stage(&staged)).await;
+    let at = verified.timestamp;
+    let written = tokio::task::spawn_blocking(move || file.stage(&staged, at)).await;
     match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return cannot_write(&rotation.file.next_path(), &e),
@@ -178,7 +250,7 @@ async fn stage<S: NonceStore + Send + Sync + 'static>(
     }
     rotation
         .guard
-        .set_secrets(rotation.guard.secrets().stage(next));
+        .set_secrets(rotation.guard.secrets().stage(next, verified.timestamp));
     tracing::info!("next secret staged: both secrets are accepted until the commit");
     StatusCode::NO_CONTENT.into_response()
 }
@@ -189,8 +261,8 @@ async fn commit<S: NonceStore + Send + Sync + 'static>(
     Extension(verified): Extension<Verified>,
 ) -> Response {
     let _step = rotation.step.lock().await;
-    match verified.slot {
-        Slot::Next => {
+    match rotation.slot(&verified) {
+        Some(Slot::Next) => {
             let r = rotation.clone();
             let committed =
                 tokio::task::spawn_blocking(move || r.commit_now(verified.timestamp)).await;
@@ -201,15 +273,15 @@ async fn commit<S: NonceStore + Send + Sync + 'static>(
             }
         }
         // A repeated commit whose first answer was lost: nothing is staged any more.
-        Slot::Current if rotation.guard.secrets().next().is_none() => {
+        Some(Slot::Current) if rotation.guard.secrets().next().is_none() => {
             StatusCode::NO_CONTENT.into_response()
         }
-        Slot::Current => refuse(
+        Some(Slot::Current) => refuse(
             StatusCode::CONFLICT,
             "not_signed_with_next",
             "a commit is signed with the staged secret: switch to it first",
         ),
-        Slot::Retired => retired(),
+        Some(Slot::Retired) | None => retired(),
     }
 }
 

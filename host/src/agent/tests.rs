@@ -206,7 +206,7 @@ async fn the_client_gets_a_signed_health_answer_over_loopback() {
 async fn a_client_with_the_next_secret_is_answered_during_a_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let next = Secret::new(b"the-next-secret-of-node-1".to_vec()).unwrap();
-    let guard = open_guard(NODE, Secrets::two(key(), next.clone()), dir.path()).unwrap();
+    let guard = open_guard(NODE, Secrets::two(key(), next.clone(), now()), dir.path()).unwrap();
     let base = listen(agent_router(guard, dir.path())).await;
     // The answer is signed with the secret that verified the request: the client that only
     // knows the next secret can check it.
@@ -321,6 +321,11 @@ fn write_secret_file(path: &Path, secret: &Secret) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// The secret staged on disk, as a restarted agent reads it.
+fn staged_secret(file: &SecretFile) -> Secret {
+    file.load().unwrap().next().unwrap().clone()
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -334,10 +339,7 @@ async fn a_staged_secret_is_accepted_beside_the_old_one_then_committed_alone() {
 
     let staged = old.stage_secret(&next_key()).await.unwrap();
     assert_eq!(staged.status, 204, "{}", staged.refusal());
-    assert_eq!(
-        std::fs::read(file.next_path()).unwrap(),
-        next_key().as_bytes()
-    );
+    assert_eq!(staged_secret(&file), next_key());
     assert_eq!(mode(&file.next_path()), 0o600);
     // Both secrets work now.
     assert!(old.health().await.is_ok());
@@ -407,7 +409,7 @@ async fn staging_signed_with_the_staged_secret_commits_it_first() {
     assert_eq!(guard.secrets().current(), &next_key());
     assert_eq!(guard.secrets().next(), Some(&third));
     assert_eq!(std::fs::read(file.path()).unwrap(), next_key().as_bytes());
-    assert_eq!(std::fs::read(file.next_path()).unwrap(), third.as_bytes());
+    assert_eq!(staged_secret(&file), third);
 }
 
 #[tokio::test]
@@ -441,4 +443,69 @@ async fn an_agent_that_cannot_write_its_secret_file_refuses_the_rotation() {
         answer.refusal()
     );
     assert!(guard.secrets().next().is_none(), "nothing staged");
+}
+
+#[tokio::test]
+async fn a_late_or_replayed_stage_cannot_replace_a_newer_one() {
+    // The controller's first stage request is held up on the way; it gives up, rotates
+    // again and switches; then the first one arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let (base, guard, file) = rotating_agent(dir.path()).await;
+    let late = Secret::new(b"the-late-secret-of-node-1".to_vec()).unwrap();
+    let sealed = crate::protocol::seal_next_secret(&key(), NODE, &late, [3; 24]);
+    let body = serde_json::to_vec(&crate::agent_api::StageSecret { next: sealed }).unwrap();
+    // Signed (with the then current secret) ten seconds ago, delivered now.
+    let (timestamp, nonce) = (now() - 10, Nonce::random());
+    let signature = sign_request(
+        &key(),
+        &RequestParts {
+            node: NODE,
+            method: "PUT",
+            path: "/v1/secret",
+            query: "",
+            timestamp,
+            nonce,
+            body: &body,
+        },
+    );
+
+    assert_eq!(
+        client(base.clone(), key())
+            .stage_secret(&next_key())
+            .await
+            .unwrap()
+            .status,
+        204
+    );
+    let answer = reqwest::Client::new()
+        .put(base.join("/v1/secret").unwrap())
+        .header(HEADER_NODE, NODE)
+        .header(HEADER_TIMESTAMP, timestamp.to_string())
+        .header(HEADER_NONCE, nonce.to_hex())
+        .header(HEADER_SIGNATURE, signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    assert!(answer.text().await.unwrap().contains("stale_stage"));
+    assert_eq!(
+        guard.secrets().next(),
+        Some(&next_key()),
+        "the newer one stays"
+    );
+    assert_eq!(staged_secret(&file), next_key());
+    let commit = client(base, next_key()).commit_secret().await.unwrap();
+    assert_eq!(commit.status, 204, "{}", commit.refusal());
+}
+
+#[test]
+fn a_new_secret_written_by_join_forgets_a_staged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SecretFile::new(dir.path().join(SECRET_FILE));
+    write_secret_file(file.path(), &key());
+    write_secret_file(&file.next_path(), &next_key());
+    file.forget_staged().unwrap();
+    assert!(!file.next_path().exists());
+    file.forget_staged().unwrap();
 }

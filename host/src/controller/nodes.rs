@@ -173,35 +173,30 @@ impl Registry {
     /// it in use, rather than making another: no clone goes on signing with the old one.
     pub fn client(&self, node: &Node) -> Result<AgentClient, NodeError> {
         let key: ClientKey = (node.agent_url.clone(), node.secret.nonce);
-        {
-            let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((k, c)) = cache.get_mut(&node.name)
-                && k.0 == key.0
-            {
-                if k.1 != key.1 {
-                    // `node` may be a record read before a rotation: only the store's current
-                    // secret may switch the client, never an older one back.
-                    let current = self.store.read(|r| r.node(&node.name))?;
-                    if let Some(current) = current
-                        && current.secret.nonce != k.1
-                    {
-                        c.switch_secret(self.open_secret(&current)?);
-                        k.1 = current.secret.nonce;
-                    }
-                }
-                return Ok(c.clone());
-            }
-        }
-        let client = self.build_client(node)?;
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        // Another caller may have built one meanwhile: keep one client per node, so a
-        // rotation's switch reaches every clone.
         if let Some((k, c)) = cache.get(&node.name)
-            && k.0 == key.0
+            && *k == key
         {
             return Ok(c.clone());
         }
-        cache.insert(node.name.clone(), (key, client.clone()));
+        // `node` may be a record read before an edit or a rotation: only the store's
+        // current record may change the client, never an older one back.
+        let current = self.store.read(|r| r.node(&node.name))?;
+        let current = current.as_ref().unwrap_or(node);
+        let key: ClientKey = (current.agent_url.clone(), current.secret.nonce);
+        if let Some((k, c)) = cache.get_mut(&current.name)
+            && k.0 == key.0
+        {
+            if k.1 != key.1 {
+                c.switch_secret(self.open_secret(current)?);
+                k.1 = key.1;
+            }
+            return Ok(c.clone());
+        }
+        // Built under the lock: one client per node, so a rotation's switch reaches every
+        // clone of it.
+        let client = self.build_client(current)?;
+        cache.insert(current.name.clone(), (key, client.clone()));
         Ok(client)
     }
 
@@ -244,7 +239,7 @@ impl Registry {
             })
             .await?;
         // Switches the kept client: from here on every request is signed with the new secret.
-        self.client(&node)?;
+        let client = self.client(&node)?;
         let unconfirmed = |why: String| NodeError::RotationUnconfirmed {
             node: name.to_owned(),
             why,

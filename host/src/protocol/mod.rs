@@ -93,18 +93,33 @@ pub enum SecretError {
 #[derive(Clone, Debug)]
 pub struct Secrets {
     current: Secret,
-    next: Option<Secret>,
+    next: Option<Staged>,
     retired: Option<Retired>,
 }
 
+/// A staged secret and the timestamp of the request that staged it: a stage request older
+/// than that (late, or replayed) cannot replace it.
+#[derive(Clone, Debug)]
+struct Staged {
+    secret: Secret,
+    at: i64,
+}
+
 /// A secret replaced by a commit: requests the controller signed before it switched still
-/// pass, and none signed after.
+/// pass, and none signed after; and only for [`RETIRED_GRACE_SECS`] of the agent's clock, so
+/// a holder of the old secret cannot go on backdating requests.
 #[derive(Clone, Debug)]
 struct Retired {
     secret: Secret,
     /// The commit's timestamp: the controller switched no later than this.
     signed_until: i64,
+    /// The agent's clock when it committed, plus the grace.
+    accepted_until: i64,
 }
+
+/// How long, by the agent's clock, a retired secret still passes requests signed before the
+/// commit: longer than any request the controller still waits for.
+pub const RETIRED_GRACE_SECS: i64 = 30;
 
 /// Which of an agent's secrets verified a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,11 +138,12 @@ impl Secrets {
         }
     }
 
-    /// A rotation under way: `current` and the staged `next` are both accepted.
-    pub fn two(current: Secret, next: Secret) -> Self {
+    /// A rotation under way: `current` and `next`, staged by a request signed at `at`, are
+    /// both accepted.
+    pub fn two(current: Secret, next: Secret, at: i64) -> Self {
         Secrets {
             current,
-            next: Some(next),
+            next: Some(Staged { secret: next, at }),
             retired: None,
         }
     }
@@ -137,44 +153,65 @@ impl Secrets {
     }
 
     pub fn next(&self) -> Option<&Secret> {
-        self.next.as_ref()
+        self.next.as_ref().map(|s| &s.secret)
     }
 
-    /// Stages `next` (replacing one staged before): both it and the current one pass.
-    pub fn stage(&self, next: Secret) -> Secrets {
+    /// The timestamp of the request that staged the next secret.
+    pub fn staged_at(&self) -> Option<i64> {
+        self.next.as_ref().map(|s| s.at)
+    }
+
+    /// Which of these `secret` is, whatever the clock (the retired one while it is kept).
+    pub fn slot_of(&self, secret: &Secret) -> Option<Slot> {
+        if self.next() == Some(secret) {
+            Some(Slot::Next)
+        } else if self.current == *secret {
+            Some(Slot::Current)
+        } else if self.retired.as_ref().is_some_and(|r| r.secret == *secret) {
+            Some(Slot::Retired)
+        } else {
+            None
+        }
+    }
+
+    /// Stages `next`, by a request signed at `at` (replacing one staged before): both it and
+    /// the current one pass.
+    pub fn stage(&self, next: Secret, at: i64) -> Secrets {
         Secrets {
-            next: Some(next),
+            next: Some(Staged { secret: next, at }),
             ..self.clone()
         }
     }
 
-    /// Makes the staged secret current. The old one is retired: it still passes requests
-    /// signed at or before `at` (the commit's timestamp), so none the controller signed
-    /// before it switched fails, and the window ends those within [`WINDOW_SECS`].
+    /// Makes the staged secret current, the agent's clock reading `now`. The old one is
+    /// retired: it still passes requests signed at or before `at` (the commit's timestamp),
+    /// so none the controller signed before it switched fails, for [`RETIRED_GRACE_SECS`].
     /// Nothing staged: unchanged.
-    pub fn commit(&self, at: i64) -> Secrets {
+    pub fn commit(&self, at: i64, now: i64) -> Secrets {
         match &self.next {
             None => self.clone(),
             Some(next) => Secrets {
-                current: next.clone(),
+                current: next.secret.clone(),
                 next: None,
                 retired: Some(Retired {
                     secret: self.current.clone(),
                     signed_until: at,
+                    accepted_until: now.saturating_add(RETIRED_GRACE_SECS),
                 }),
             },
         }
     }
 
-    /// The secrets a request signed at `timestamp` may verify under.
-    fn candidates(&self, timestamp: i64) -> impl Iterator<Item = (Slot, &Secret)> {
+    /// The secrets a request signed at `timestamp` may verify under, the agent's clock
+    /// reading `now`.
+    fn candidates(&self, timestamp: i64, now: i64) -> impl Iterator<Item = (Slot, &Secret)> {
         let retired = self
             .retired
             .as_ref()
-            .filter(|r| timestamp <= r.signed_until)
+            .filter(|r| timestamp <= r.signed_until && now <= r.accepted_until)
             .map(|r| (Slot::Retired, &r.secret));
         std::iter::once((Slot::Current, &self.current))
-            .chain(self.next.as_ref().map(|s| (Slot::Next, s)))
+            .chain(self.next.as_ref().map(|s| (Slot::Next, &s.secret)))
             .chain(retired)
     }
 }
@@ -439,7 +476,7 @@ pub fn verify_request(
     });
     // Every candidate is always tried, so the time taken does not say which one matched.
     let mut matched = None;
-    for (slot, secret) in secrets.candidates(timestamp) {
+    for (slot, secret) in secrets.candidates(timestamp, now) {
         if verify_bytes(secret, &canonical, &signature) && matched.is_none() {
             matched = Some((slot, secret));
         }

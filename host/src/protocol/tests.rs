@@ -273,7 +273,7 @@ fn second_secret_is_accepted_and_answers_are_signed_with_the_one_that_verified()
     let old = key();
     let new = secret("the-next-secret-of-node-1");
     let g = ReplayGuard::new(
-        Secrets::two(old.clone(), new.clone()),
+        Secrets::two(old.clone(), new.clone(), NOW),
         NODE,
         MemoryNonces::default(),
     );
@@ -343,7 +343,7 @@ fn a_signed_request_cannot_pass_as_a_response() {
 
 #[test]
 fn secrets_are_redacted_in_debug_output() {
-    let s = Secrets::two(key(), secret("the-next-secret-of-node-1"));
+    let s = Secrets::two(key(), secret("the-next-secret-of-node-1"), NOW);
     let shown = format!("{s:?}");
     assert!(!shown.contains("shared-secret"), "{shown}");
     assert!(!shown.contains("next-secret"), "{shown}");
@@ -510,6 +510,16 @@ mod properties {
 // Rotation: stage, commit, retire.
 
 fn verifies(secrets: &Secrets, by: &Secret, timestamp: i64) -> Result<Slot, VerifyError> {
+    verifies_at(secrets, by, timestamp, timestamp)
+}
+
+/// As [`verifies`], the agent's clock reading `now`.
+fn verifies_at(
+    secrets: &Secrets,
+    by: &Secret,
+    timestamp: i64,
+    now: i64,
+) -> Result<Slot, VerifyError> {
     let r = signed_by(by, NODE, timestamp);
     verify_request(
         secrets,
@@ -519,42 +529,72 @@ fn verifies(secrets: &Secrets, by: &Secret, timestamp: i64) -> Result<Slot, Veri
         &r.path,
         &r.query,
         &r.body,
-        timestamp,
+        now,
     )
     .map(|v| v.slot)
 }
 
 #[test]
-fn a_retired_secret_passes_only_requests_signed_up_to_the_commit() {
+fn a_retired_secret_passes_only_requests_signed_up_to_the_commit_and_only_briefly() {
     let (old, new) = (key(), secret("the-next-secret-of-node-1"));
-    let staged = Secrets::one(old.clone()).stage(new.clone());
+    let staged = Secrets::one(old.clone()).stage(new.clone(), NOW - 1);
+    assert_eq!(staged.staged_at(), Some(NOW - 1));
     assert_eq!(verifies(&staged, &old, NOW), Ok(Slot::Current));
     assert_eq!(verifies(&staged, &new, NOW), Ok(Slot::Next));
 
-    let committed = staged.commit(NOW);
+    let committed = staged.commit(NOW, NOW);
     assert_eq!(committed.current(), &new);
     assert_eq!(committed.next(), None);
     assert_eq!(verifies(&committed, &new, NOW + 1), Ok(Slot::Current));
     // Signed before the controller switched (at or before the commit's timestamp): passes.
-    assert_eq!(verifies(&committed, &old, NOW - 10), Ok(Slot::Retired));
+    assert_eq!(
+        verifies_at(&committed, &old, NOW - 10, NOW),
+        Ok(Slot::Retired)
+    );
     assert_eq!(verifies(&committed, &old, NOW), Ok(Slot::Retired));
     // Signed after: the old secret no longer commands this agent.
     assert_eq!(
         verifies(&committed, &old, NOW + 1),
         Err(VerifyError::BadSignature)
     );
+    // Backdated, once the grace has passed on the agent's clock: refused too.
+    assert_eq!(
+        verifies_at(&committed, &old, NOW, NOW + RETIRED_GRACE_SECS),
+        Ok(Slot::Retired)
+    );
+    assert_eq!(
+        verifies_at(&committed, &old, NOW, NOW + RETIRED_GRACE_SECS + 1),
+        Err(VerifyError::BadSignature)
+    );
     // The next rotation forgets it entirely.
     let third = secret("the-third-secret-of-node-1");
-    let again = committed.stage(third.clone()).commit(NOW + 100);
+    let again = committed
+        .stage(third.clone(), NOW + 99)
+        .commit(NOW + 100, NOW + 100);
     assert_eq!(verifies(&again, &old, NOW), Err(VerifyError::BadSignature));
-    assert_eq!(verifies(&again, &new, NOW + 50), Ok(Slot::Retired));
+    assert_eq!(
+        verifies_at(&again, &new, NOW + 50, NOW + 100),
+        Ok(Slot::Retired)
+    );
 }
 
 #[test]
 fn committing_with_nothing_staged_changes_nothing() {
-    let s = Secrets::one(key()).commit(NOW);
+    let s = Secrets::one(key()).commit(NOW, NOW);
     assert_eq!(s.current(), &key());
     assert_eq!(verifies(&s, &key(), NOW + 1), Ok(Slot::Current));
+}
+
+#[test]
+fn a_secret_is_placed_whatever_the_clock() {
+    let (old, new) = (key(), secret("the-next-secret-of-node-1"));
+    let staged = Secrets::one(old.clone()).stage(new.clone(), NOW);
+    assert_eq!(staged.slot_of(&old), Some(Slot::Current));
+    assert_eq!(staged.slot_of(&new), Some(Slot::Next));
+    let committed = staged.commit(NOW, NOW);
+    assert_eq!(committed.slot_of(&new), Some(Slot::Current));
+    assert_eq!(committed.slot_of(&old), Some(Slot::Retired));
+    assert_eq!(committed.slot_of(&secret("someone-else-s-secret")), None);
 }
 
 #[test]
