@@ -404,8 +404,14 @@ mod tests {
         }
         let guard = crate::agent::open_guard("n1", file.load().unwrap(), &agent_dir).unwrap();
         let plane = crate::dataplane::DataPlane::open(agent_dir, "weft0".into()).unwrap();
-        let app = crate::agent::router(guard.clone(), plane, file.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(crate::agent::serve(
+            listener,
+            guard.clone(),
+            plane,
+            file.clone(),
+            None,
+            std::future::pending(),
+        ));
         (registry, guard, file)
     }
 
