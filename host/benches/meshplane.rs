@@ -14,18 +14,14 @@ mod common;
 #[path = "../../tests/e2e/netns.rs"]
 #[allow(dead_code)]
 mod netns;
+#[path = "../../tests/e2e/pair.rs"]
+mod pair;
 
 use netns::{Netns, cannot_run, link};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use weft::agent_api::{MeshList, MeshStatus};
-use weft::agent_client::AgentClient;
-use weft::mesh::Topology;
-use weft::mesh::config::{Member, MeshParams, generate};
-use weft::protocol::Secret;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-const MESH_ID: &str = "be4c0ffee0000001";
 
 fn stdout(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -119,118 +115,6 @@ fn wireguard_go(a: &Netns, b: &Netns, ifaces: &[String; 2], dir: &Path) {
     }
 }
 
-fn write_secret(path: &Path, secret: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, secret).expect("secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("mode");
-}
-
-/// Two weft agents, one per namespace, and the mesh between them applied through the
-/// signed API.
-async fn weft_mesh(a: &mut Netns, b: &mut Netns, dir: &Path) {
-    let mut clients = Vec::new();
-    for (i, ns) in [&mut *a, &mut *b].into_iter().enumerate() {
-        let node = format!("bench{i}");
-        let secret = format!("{:064x}", 0xbe_u128 + i as u128);
-        let file = dir.join(format!("{node}.secret"));
-        write_secret(&file, &secret);
-        // The control link from this (the root) namespace.
-        link(
-            None,
-            &format!("10.248.{i}.1/30"),
-            ns,
-            &format!("10.248.{i}.2/30"),
-        );
-        let listen = format!("10.248.{i}.2:7443");
-        let data = dir.join(&node);
-        let uapi = dir.join(format!("{node}-uapi"));
-        ns.spawn(
-            &[
-                WEFT,
-                "agent",
-                "--listen",
-                &listen,
-                "--node-id",
-                &node,
-                "--secret-file",
-                file.to_str().expect("path"),
-                "--data-dir",
-                data.to_str().expect("path"),
-                "--uapi-dir",
-                uapi.to_str().expect("path"),
-            ],
-            &[("WEFT_LOG", "warn")],
-            &dir.join(format!("{node}.log")),
-        );
-        let s = Secret::from_file_contents(secret.as_bytes()).expect("secret");
-        let client = AgentClient::new(
-            format!("http://{listen}/").parse().expect("url"),
-            &node,
-            s.clone(),
-            Duration::from_secs(5),
-        )
-        .expect("client");
-        clients.push(client);
-    }
-    // Each agent's mesh key, once it answers.
-    let mut lists: Vec<MeshList> = Vec::new();
-    for (i, c) in clients.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(answer) = c.call(reqwest::Method::GET, "/v1/meshes", Vec::new()).await
-                && let Ok(list) = serde_json::from_slice::<MeshList>(&answer.body)
-            {
-                lists.push(list);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent bench{i} did not come up: {}",
-                std::fs::read_to_string(dir.join(format!("bench{i}.log"))).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let names = ["bench0", "bench1"];
-    let hosts = ["10.250.0.1", "10.250.0.2"];
-    let members: Vec<Member> = (0..2)
-        .map(|i| Member {
-            node: names[i],
-            public_key: lists[i].mesh_key,
-            overlay: format!("10.252.0.{}", i + 1).parse().expect("ip"),
-            endpoint_host: hosts[i],
-            lan: &[],
-            hub: false,
-        })
-        .collect();
-    let params = MeshParams {
-        id: MESH_ID,
-        topology: Topology::FullMesh,
-        listen_port: 51901,
-        keepalive: 25,
-        mtu: 1420,
-        generation: 1,
-    };
-    for (c, spec) in clients.iter().zip(generate(&params, &members)) {
-        let answer = c
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/meshes/{MESH_ID}"),
-                serde_json::to_vec(&spec).expect("json"),
-            )
-            .await
-            .expect("PUT /v1/meshes");
-        assert_eq!(
-            answer.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        let status: MeshStatus = serde_json::from_slice(&answer.body).expect("status");
-        assert!(status.in_sync);
-    }
-}
-
 fn summary(label: &str, v: &mut [f64], unit: f64, unit_name: &str) -> f64 {
     v.sort_by(f64::total_cmp);
     let median = v[v.len() / 2];
@@ -264,7 +148,13 @@ fn main() {
     let _sockets = Sockets(&wg_ifaces);
     wireguard_go(&a, &b, &wg_ifaces, dir.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(weft_mesh(&mut a, &mut b, dir.path()));
+    rt.block_on(pair::weft_mesh(
+        WEFT,
+        [&mut a, &mut b],
+        dir.path(),
+        &pair::Subnets::BENCH,
+        &[],
+    ));
     b.spawn(&["iperf3", "-s"], &[], &dir.path().join("iperf3.log"));
     std::thread::sleep(Duration::from_millis(300));
     // Warm up every path (handshakes).

@@ -31,6 +31,12 @@ mod dataplane;
 mod netns;
 mod nodes;
 
+/// Two agents in namespaces and a mesh between them (shared with the meshplane bench).
+mod pair;
+
+/// Bytes through a mesh arrive whole, with the kernel offloads and without.
+mod transfer;
+
 /// Meshes across four agents in namespaces: apply, change, restart, repair, delete.
 mod meshes;
 
