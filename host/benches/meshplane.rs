@@ -152,7 +152,11 @@ fn main() {
         WEFT,
         [&mut a, &mut b],
         dir.path(),
-        &pair::Subnets::BENCH,
+        &pair::Subnets {
+            control: 248,
+            underlay: 250,
+            overlay: 252,
+        },
         &[],
     ));
     b.spawn(&["iperf3", "-s"], &[], &dir.path().join("iperf3.log"));

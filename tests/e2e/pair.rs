@@ -24,13 +24,6 @@ pub struct Subnets {
 }
 
 impl Subnets {
-    /// The meshplane bench's.
-    pub const BENCH: Subnets = Subnets {
-        control: 248,
-        underlay: 250,
-        overlay: 252,
-    };
-
     /// Member `i`'s address on the link between the namespaces (1-based host part).
     pub fn underlay(&self, i: usize) -> String {
         format!("10.{}.0.{}", self.underlay, i + 1)
