@@ -1,10 +1,11 @@
-//! Where a weft mesh's data plane stands: iperf3 TCP (one stream, A → B) and ping round
-//! trips between two network namespaces over (1) the bare veth between them (the ceiling),
+//! Where a weft mesh's data plane stands: iperf3 TCP (one stream each way, and four streams)
+//! and ping round trips between two network namespaces over (1) the bare veth between them (the ceiling),
 //! (2) wireguard-go from Debian, and (3) a two-node weft mesh — two real `weft agent`
 //! processes given their configuration by `mesh::config::generate` through the signed
 //! `PUT /v1/meshes/{id}`, exactly as the controller applies it. The three are interleaved,
 //! several rounds each, in one run; min and median are quoted, and the ratios weft ÷
-//! wireguard-go and weft ÷ veth.
+//! wireguard-go and weft ÷ veth; and what weft carries per CPU-second its two agents spent
+//! (/proc/<pid>/stat), encrypting and decrypting sides together.
 //!
 //! Run as root: `cargo bench -p weft --bench meshplane` (needs ip, iperf3, wireguard-go, wg,
 //! ping; skips, saying why, elsewhere). `WEFT_BENCH_QUICK=1` (or `cargo test --benches`):
@@ -27,13 +28,38 @@ fn stdout(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// iperf3 from `a` to `server` for `secs`: received bits per second.
-fn iperf(a: &Netns, server: &str, secs: u32) -> f64 {
-    let out = a.try_exec(&["iperf3", "-c", server, "-t", &secs.to_string(), "-J"]);
+/// iperf3 from `a` to `server` for `secs` with `extra` arguments: received bits per second.
+fn iperf(a: &Netns, server: &str, secs: u32, extra: &[&str]) -> f64 {
+    let secs = secs.to_string();
+    let mut args = vec!["iperf3", "-c", server, "-t", &secs, "-J"];
+    args.extend_from_slice(extra);
+    let out = a.try_exec(&args);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0)
+}
+
+/// CPU seconds (user and system) processes `pids` have used.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf reads a constant.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command name (in parentheses, which may hold spaces): state is
+            // field 3, utime 14 and stime 15.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (ticks(11) + ticks(12)) / tick
+        })
+        .sum()
 }
 
 /// The median round trip of 100 pings 10 ms apart, in microseconds.
@@ -148,7 +174,7 @@ fn main() {
     let _sockets = Sockets(&wg_ifaces);
     wireguard_go(&a, &b, &wg_ifaces, dir.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(pair::weft_mesh(
+    let agents = rt.block_on(pair::weft_mesh(
         WEFT,
         [&mut a, &mut b],
         dir.path(),
@@ -177,26 +203,49 @@ fn main() {
         ("wireguard-go", "10.251.0.2"),
         ("weft mesh", "10.252.0.2"),
     ];
-    let mut bps = vec![Vec::new(); 3];
-    let mut rtts = vec![Vec::new(); 3];
+    let modes: [(&str, &[&str]); 3] = [
+        ("one stream A → B", &[]),
+        ("one stream B → A", &["-R"]),
+        ("four streams A → B", &["-P", "4"]),
+    ];
+    let mut bps = vec![vec![Vec::new(); paths.len()]; modes.len()];
+    let mut rtts = vec![Vec::new(); paths.len()];
+    let (mut weft_bits, mut weft_cpu) = (0.0, 0.0);
     for r in 0..rounds {
+        for (m, (_, extra)) in modes.iter().enumerate() {
+            for (i, (_, ip)) in paths.iter().enumerate() {
+                let cpu_before = cpu_seconds(&agents);
+                let v = iperf(&a, ip, secs, extra);
+                if i == 2 {
+                    weft_cpu += cpu_seconds(&agents) - cpu_before;
+                    weft_bits += v * f64::from(secs);
+                }
+                bps[m][i].push(v);
+            }
+        }
         for (i, (_, ip)) in paths.iter().enumerate() {
-            bps[i].push(iperf(&a, ip, secs));
             rtts[i].push(rtt(&a, ip));
         }
         eprintln!("round {} of {rounds} done", r + 1);
     }
     println!(
-        "data plane between two namespaces, iperf3 TCP one stream A → B, {rounds} rounds of {secs} s, interleaved:"
+        "data plane between two namespaces, iperf3 TCP, {rounds} rounds of {secs} s, interleaved:"
     );
-    let mut med = Vec::new();
-    for (i, (label, _)) in paths.iter().enumerate() {
-        med.push(summary(label, &mut bps[i], 1e9, "Gbit/s"));
+    for (m, (mode, _)) in modes.iter().enumerate() {
+        println!(" {mode}:");
+        let mut med = Vec::new();
+        for (i, (label, _)) in paths.iter().enumerate() {
+            med.push(summary(label, &mut bps[m][i], 1e9, "Gbit/s"));
+        }
+        println!(
+            "  weft ÷ wireguard-go = {:.2}   weft ÷ veth = {:.3}",
+            med[2] / med[1],
+            med[2] / med[0]
+        );
     }
     println!(
-        "  weft ÷ wireguard-go = {:.2}   weft ÷ veth = {:.3}",
-        med[2] / med[1],
-        med[2] / med[0]
+        " weft carried {:.2} Gbit per CPU-second of its two agents (both sides together, all modes)",
+        weft_bits / 1e9 / weft_cpu.max(1e-9)
     );
     println!("ping round trip (median of 100 pings, per round):");
     let mut rt_med = Vec::new();

@@ -92,6 +92,12 @@ impl Netns {
         self.children.len() - 1
     }
 
+    /// The process id of a process started with [`Netns::spawn`] (`ip netns exec` execs
+    /// the command, so it is the command's).
+    pub fn pid(&self, which: usize) -> u32 {
+        self.children[which].id()
+    }
+
     /// How a process started with [`Netns::spawn`] ended, if it has.
     pub fn exited(&mut self, which: usize) -> Option<std::process::ExitStatus> {
         self.children[which].try_wait().ok().flatten()

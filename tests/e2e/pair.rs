@@ -42,15 +42,17 @@ fn write_secret(path: &Path, secret: &str) {
 }
 
 /// Starts `weft agent` (the binary `weft`, with `extra` arguments) in each namespace and
-/// applies a full mesh between them; returns once both report it in sync.
+/// applies a full mesh between them; returns, once both report it in sync, the agents'
+/// process ids.
 pub async fn weft_mesh(
     weft: &str,
     ns: [&mut Netns; 2],
     dir: &Path,
     subnets: &Subnets,
     extra: &[&str],
-) {
+) -> Vec<u32> {
     let mut clients = Vec::new();
+    let mut pids = Vec::new();
     let tag = subnets.overlay;
     for (i, ns) in ns.into_iter().enumerate() {
         let node = format!("pair{tag}-{i}");
@@ -83,11 +85,12 @@ pub async fn weft_mesh(
             uapi.to_str().expect("path"),
         ];
         args.extend_from_slice(extra);
-        ns.spawn(
+        let agent = ns.spawn(
             &args,
             &[("WEFT_LOG", "warn")],
             &dir.join(format!("{node}.log")),
         );
+        pids.push(ns.pid(agent));
         let s = Secret::from_file_contents(secret.as_bytes()).expect("secret");
         let client = AgentClient::new(
             format!("http://{listen}/").parse().expect("url"),
@@ -154,4 +157,5 @@ pub async fn weft_mesh(
         let status: MeshStatus = serde_json::from_slice(&answer.body).expect("status");
         assert!(status.in_sync);
     }
+    pids
 }
