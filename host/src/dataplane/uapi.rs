@@ -291,4 +291,22 @@ mod tests {
             Err(Refused(EINVAL))
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a local client writes to the socket, `set` parses it or refuses it with
+        /// an errno, and the allowed IPs it takes have no host bits.
+        #[test]
+        fn any_set_is_parsed_or_refused_never_a_panic(
+            lines in proptest::collection::vec("[a-z_]{0,30}(=[ -~]{0,70})?", 0..12),
+            key in proptest::option::of("[0-9a-f]{64}"),
+        ) {
+            let mut all: Vec<String> = key.map(|k| format!("public_key={k}")).into_iter().collect();
+            all.extend(lines);
+            if let Ok(req) = parse_set(&all) {
+                for p in &req.peers {
+                    proptest::prop_assert!(p.allowed_ips.iter().all(|n| *n == n.trunc()));
+                }
+            }
+        }
+    }
 }
