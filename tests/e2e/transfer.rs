@@ -49,8 +49,9 @@ print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
 
 const BYTES: usize = 16 << 20;
 
-/// Sends `BYTES` from `from` to `to`'s overlay address; what each side counted and hashed.
-fn transfer(from: &Netns, to: &mut Netns, to_ip: &str, dir: &std::path::Path, tag: &str) {
+/// Sends `BYTES` from `from` to `to_ip` (an address of `to`), and checks what arrived is what
+/// was sent, by count and SHA-256.
+pub fn transfer(from: &Netns, to: &mut Netns, to_ip: &str, dir: &std::path::Path, tag: &str) {
     let log = dir.join(format!("sink-{tag}.log"));
     let sink = to.spawn(&["python3", "-c", SINK, to_ip, "5201"], &[], &log);
     let sent = from.exec(&["python3", "-c", SOURCE, to_ip, "5201", &BYTES.to_string()]);
