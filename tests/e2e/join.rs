@@ -10,7 +10,7 @@
 use crate::dataplane::{Sockets, wg_quick_up};
 use crate::netns::{Netns, cannot_run, link};
 use crate::support::{WEFT, free_port};
-use crate::tls::{Controller, Killed, LOOPBACK, test_ca, tls_args};
+use crate::tls::{Controller, Killed, LOOPBACK, TestCa, test_ca, tls_args};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -95,6 +95,52 @@ impl Join {
         all.extend(self.args(url, token, name, data));
         all
     }
+}
+
+/// A TLS controller on loopback, under a CA the test makes, with `pools` (name, CIDR).
+async fn loopback_controller(dir: &Path, pools: &[(&str, &str)]) -> (Controller, TestCa) {
+    let ca = test_ca(dir, LOOPBACK);
+    let c = Controller::start(
+        dir,
+        "127.0.0.1",
+        &tls_args(&ca.cert, &ca.key),
+        Some(&ca.pem),
+    )
+    .await;
+    for (name, cidr) in pools {
+        let pool = json!({"name": name, "cidr": cidr});
+        c.call(Method::POST, "/api/v1/pools", Some(pool)).await;
+    }
+    (c, ca)
+}
+
+/// `weft agent join` on loopback as `n1` with `token`, state in `agent_dir`; returns once
+/// the controller reaches it, with the agent (killed when dropped).
+async fn join_on_loopback(
+    c: &Controller,
+    ca: &TestCa,
+    token: &str,
+    agent_dir: &Path,
+) -> (Join, Killed) {
+    let join = Join {
+        ca: ca.file.clone(),
+        listen: format!("127.0.0.1:{}", free_port()),
+        endpoint: "127.0.0.1".into(),
+        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
+    };
+    let mut agent = Killed(
+        Command::new(WEFT)
+            .args(join.args(&c.base, token, "n1", agent_dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    c.wait_online("n1", || {
+        agent.0.try_wait().ok().flatten().map(|s| format!("{s:?}"))
+    })
+    .await;
+    (join, agent)
 }
 
 /// What a join could change on the controller: its nodes, its pools (with their counts) and
@@ -210,43 +256,16 @@ async fn bad_joins_are_refused(
 #[tokio::test]
 async fn a_node_joins_over_https_with_a_one_time_token_and_bad_tokens_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca(dir.path(), LOOPBACK);
-    let c = Controller::start(
-        dir.path(),
-        "127.0.0.1",
-        &tls_args(&ca.cert, &ca.key),
-        Some(&ca.pem),
-    )
-    .await;
-    for (name, cidr) in [("vpn", "10.67.0.0/24"), ("ov", "100.67.0.0/24")] {
-        let pool = json!({"name": name, "cidr": cidr});
-        c.call(Method::POST, "/api/v1/pools", Some(pool)).await;
-    }
+    let pools = [("vpn", "10.67.0.0/24"), ("ov", "100.67.0.0/24")];
+    let (c, ca) = loopback_controller(dir.path(), &pools).await;
     let overlay = json!({"pool": "ov"});
     c.call(Method::PUT, "/api/v1/overlay", Some(overlay)).await;
     // Made while serving: through the admin socket.
     let (_, secret) = new_token(&c, &["--pool", "vpn", "--labels", "region=eu"]);
 
-    let join = Join {
-        ca: ca.file.clone(),
-        listen: format!("127.0.0.1:{}", free_port()),
-        endpoint: "127.0.0.1".into(),
-        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
-    };
-    let agent_dir = dir.path().join("agent");
-    let mut agent = Killed(
-        Command::new(WEFT)
-            .args(join.args(&c.base, &secret, "n1", &agent_dir))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     // It enrols, writes its secret 0600, starts serving, and the controller reaches it.
-    c.wait_online("n1", || {
-        agent.0.try_wait().ok().flatten().map(|s| format!("{s:?}"))
-    })
-    .await;
+    let agent_dir = dir.path().join("agent");
+    let (join, _agent) = join_on_loopback(&c, &ca, &secret, &agent_dir).await;
     assert_enrolled(&c, "n1", "vpn", "100.67.0.", "127.0.0.1", &agent_dir).await;
 
     bad_joins_are_refused(&c, "vpn", &secret, dir.path(), |url, token, data| {
@@ -430,36 +449,10 @@ fn rotate_secret(c: &Controller, name: &str) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_nodes_secret_rotates_while_the_controller_hammers_it_and_no_call_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca(dir.path(), LOOPBACK);
-    let c = Controller::start(
-        dir.path(),
-        "127.0.0.1",
-        &tls_args(&ca.cert, &ca.key),
-        Some(&ca.pem),
-    )
-    .await;
-    let pool = json!({"name": "vpn", "cidr": "10.68.0.0/24"});
-    c.call(Method::POST, "/api/v1/pools", Some(pool)).await;
+    let (c, ca) = loopback_controller(dir.path(), &[("vpn", "10.68.0.0/24")]).await;
     let (_, token) = new_token(&c, &["--pool", "vpn"]);
-    let join = Join {
-        ca: ca.file.clone(),
-        listen: format!("127.0.0.1:{}", free_port()),
-        endpoint: "127.0.0.1".into(),
-        peer_interface: weft::agent_api::PEER_INTERFACE.into(),
-    };
     let agent_dir = dir.path().join("agent");
-    let mut agent = Killed(
-        Command::new(WEFT)
-            .args(join.args(&c.base, &token, "n1", &agent_dir))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    c.wait_online("n1", || {
-        agent.0.try_wait().ok().flatten().map(|s| format!("{s:?}"))
-    })
-    .await;
+    let _agent = join_on_loopback(&c, &ca, &token, &agent_dir).await;
     let secret_file = agent_dir.join("secret");
     let first = std::fs::read(&secret_file).unwrap();
 

@@ -72,30 +72,26 @@ impl SecretFile {
     /// Writes the staged secret, after the staging request's timestamp: whole or not at
     /// all, mode 0600, durable.
     fn stage(&self, next: &Secret, at: i64) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let staged = self.next_path();
-        let mut tmp = staged.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(format!("{at}\n").as_bytes())?;
-        f.write_all(next.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &staged)?;
-        self.sync_dir()
+        self.replace(
+            &self.next_path(),
+            &[format!("{at}\n").as_bytes(), next.as_bytes()],
+        )
     }
 
     /// The staged secret becomes the secret, durable: written whole beside the secret file
     /// (without the timestamp line), renamed over it, then the staged file removed. A crash
     /// in between leaves the staged file, and so both secrets, accepted again.
     fn commit(&self, next: &Secret) -> std::io::Result<()> {
+        self.replace(&self.path, &[next.as_bytes()])?;
+        self.forget_staged()?;
+        self.sync_dir()
+    }
+
+    /// Replaces `path` with `parts`: written to a new 0600 file beside it, synced, renamed
+    /// over it, the folder synced. Whole or not at all.
+    fn replace(&self, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut tmp = self.path.as_os_str().to_owned();
+        let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
@@ -104,11 +100,11 @@ impl SecretFile {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(next.as_bytes())?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        self.sync_dir()?;
-        self.forget_staged()?;
+        std::fs::rename(&tmp, path)?;
         self.sync_dir()
     }
 

@@ -35,8 +35,8 @@ impl Fixture {
         self.state.store.read(|r| r.nodes()).unwrap().len()
     }
 
-    /// Node `name` in pool `lan`, registered by `test`, with `labels`.
-    async fn node(&self, name: &str, labels: Vec<(String, String)>) {
+    /// Node `name` in pool `lan`, registered by `test`, with `labels`; its secret.
+    async fn node(&self, name: &str, labels: Vec<(String, String)>) -> String {
         let spec = crate::store::NodeSpec {
             name: name.into(),
             agent_url: "http://127.0.0.1:9/".into(),
@@ -49,7 +49,7 @@ impl Fixture {
             enabled: true,
         };
         let reg = self.state.nodes.clone().unwrap();
-        reg.register(spec, "test").await.unwrap();
+        reg.register(spec, "test").await.unwrap().secret
     }
 }
 
@@ -150,19 +150,7 @@ async fn a_refused_form_keeps_what_was_typed_and_changes_nothing() {
 #[tokio::test]
 async fn a_viewer_sees_the_cards_but_no_buttons() {
     let f = Fixture::new().with_registry().await;
-    let reg = f.state.nodes.clone().unwrap();
-    let spec = crate::store::NodeSpec {
-        name: "edge-1".into(),
-        agent_url: "http://127.0.0.1:9/".into(),
-        endpoint_host: "edge.example.net".into(),
-        listen_port: 51820,
-        peer_pool: "lan".into(),
-        max_peers: 4,
-        weight: 1,
-        labels: vec![],
-        enabled: true,
-    };
-    reg.register(spec, "test").await.unwrap();
+    f.node("edge-1", vec![]).await;
     f.user("vic", Role::Viewer).await;
     let viewer = f.login("vic").await;
     let html = text(f.get("/nodes", Some(&viewer)).await).await;
@@ -301,19 +289,8 @@ async fn an_enrolled_nodes_page_names_the_token_its_maker_and_the_address_escape
 async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
     let f = Fixture::new().with_registry().await;
     let reg = f.state.nodes.clone().unwrap();
-    let spec = crate::store::NodeSpec {
-        name: "edge-1".into(),
-        agent_url: "http://127.0.0.1:9/".into(),
-        endpoint_host: "edge.example.net".into(),
-        listen_port: 51820,
-        peer_pool: "lan".into(),
-        max_peers: 4,
-        weight: 1,
-        labels: vec![],
-        enabled: true,
-    };
-    let made = reg.register(spec, "test").await.unwrap();
-    let url = crate::web::api_fixture::agent("edge-1", &made.secret).await;
+    let secret = f.node("edge-1", vec![]).await;
+    let url = crate::web::api_fixture::agent("edge-1", &secret).await;
     let patch = crate::store::NodePatch {
         agent_url: Some(url),
         ..Default::default()
@@ -323,7 +300,7 @@ async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
         .write(move |w| w.update_node("edge-1", &patch, "test"))
         .await
         .unwrap();
-    let secret = |f: &Fixture| {
+    let sealed = |f: &Fixture| {
         f.state
             .store
             .read(|r| r.node("edge-1"))
@@ -331,7 +308,7 @@ async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
             .unwrap()
             .secret
     };
-    let before = secret(&f);
+    let before = sealed(&f);
 
     f.user("vic", Role::Viewer).await;
     let viewer = f.login("vic").await;
@@ -346,7 +323,7 @@ async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(secret(&f), before, "a viewer changed nothing");
+    assert_eq!(sealed(&f), before, "a viewer changed nothing");
 
     f.user("ada", Role::Admin).await;
     let admin = f.login("ada").await;
@@ -359,7 +336,7 @@ async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
         .post_form("/nodes/edge-1/rotate-secret", &admin, "csrf=wrong")
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(secret(&f), before, "no CSRF token, nothing changed");
+    assert_eq!(sealed(&f), before, "no CSRF token, nothing changed");
 
     let csrf = f.session_csrf(&admin).await;
     let resp = f
@@ -375,7 +352,7 @@ async fn an_admin_rotates_a_nodes_secret_from_its_page_and_a_viewer_cannot() {
         flash_of(&resp).contains("has a new secret"),
         "the flash says so"
     );
-    assert_ne!(secret(&f), before);
+    assert_ne!(sealed(&f), before);
     let html = text(f.get("/nodes/edge-1", Some(&admin)).await).await;
     assert!(
         html.contains("Secret rotated</span> by <strong>ada"),
