@@ -321,6 +321,18 @@ fn write_secret_file(path: &Path, secret: &Secret) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Stages `next` on the agent at `base`, signing with `signing`.
+async fn stage(
+    base: &url::Url,
+    signing: Secret,
+    next: &Secret,
+) -> crate::agent_client::AgentAnswer {
+    client(base.clone(), signing)
+        .stage_secret(next)
+        .await
+        .unwrap()
+}
+
 /// The secret staged on disk, as a restarted agent reads it.
 fn staged_secret(file: &SecretFile) -> Secret {
     file.load().unwrap().next().unwrap().clone()
@@ -366,7 +378,7 @@ async fn a_staged_secret_is_accepted_beside_the_old_one_then_committed_alone() {
 async fn an_agent_restarted_mid_rotation_accepts_both_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let (base, _guard, file) = rotating_agent(dir.path()).await;
-    let staged = client(base, key()).stage_secret(&next_key()).await.unwrap();
+    let staged = stage(&base, key(), &next_key()).await;
     assert_eq!(staged.status, 204);
     let secrets = file.load().unwrap();
     assert_eq!(secrets.current(), &key());
@@ -395,16 +407,9 @@ async fn staging_signed_with_the_staged_secret_commits_it_first() {
     // The controller switched, its commit was lost, and it rotates again.
     let dir = tempfile::tempdir().unwrap();
     let (base, guard, file) = rotating_agent(dir.path()).await;
-    assert_eq!(
-        client(base.clone(), key())
-            .stage_secret(&next_key())
-            .await
-            .unwrap()
-            .status,
-        204
-    );
+    assert_eq!(stage(&base, key(), &next_key()).await.status, 204);
     let third = Secret::new(b"the-third-secret-of-node-1".to_vec()).unwrap();
-    let again = client(base, next_key()).stage_secret(&third).await.unwrap();
+    let again = stage(&base, next_key(), &third).await;
     assert_eq!(again.status, 204, "{}", again.refusal());
     assert_eq!(guard.secrets().current(), &next_key());
     assert_eq!(guard.secrets().next(), Some(&third));
@@ -435,7 +440,7 @@ async fn an_agent_that_cannot_write_its_secret_file_refuses_the_rotation() {
     let guard = open_guard(NODE, Secrets::one(key()), dir.path()).unwrap();
     let unwritable = SecretFile::new(dir.path().join("missing-folder").join(SECRET_FILE));
     let base = listen(router(guard.clone(), plane(dir.path()), unwritable)).await;
-    let answer = client(base, key()).stage_secret(&next_key()).await.unwrap();
+    let answer = stage(&base, key(), &next_key()).await;
     assert_eq!(answer.status, 500);
     assert!(
         answer.refusal().contains("cannot write its secret file"),
@@ -469,14 +474,7 @@ async fn a_late_or_replayed_stage_cannot_replace_a_newer_one() {
         },
     );
 
-    assert_eq!(
-        client(base.clone(), key())
-            .stage_secret(&next_key())
-            .await
-            .unwrap()
-            .status,
-        204
-    );
+    assert_eq!(stage(&base, key(), &next_key()).await.status, 204);
     let answer = reqwest::Client::new()
         .put(base.join("/v1/secret").unwrap())
         .header(HEADER_NODE, NODE)

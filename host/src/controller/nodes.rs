@@ -115,6 +115,17 @@ pub fn observe(result: Result<Health, ResponseError>) -> Observation {
 
 pub use crate::error_chain;
 
+/// A rotation step's answer: 204, or why not.
+fn no_content(
+    answer: Result<crate::agent_client::AgentAnswer, ResponseError>,
+) -> Result<(), String> {
+    match answer {
+        Ok(a) if a.status == 204 => Ok(()),
+        Ok(a) => Err(format!("{}: {}", a.status, a.refusal())),
+        Err(e) => Err(error_chain(&e)),
+    }
+}
+
 impl Registry {
     pub fn new(store: Store, secrets: SecretBox, timeout: Duration) -> Registry {
         Registry {
@@ -219,15 +230,12 @@ impl Registry {
         let next = hex::encode(rand::random::<[u8; 32]>());
         let next_secret =
             Secret::new(next.as_bytes()).map_err(|_| NodeError::BadSecret(name.to_owned()))?;
-        let refused = |why: String| NodeError::RotationRefused {
-            node: name.to_owned(),
-            why,
-        };
-        match client.stage_secret(&next_secret).await {
-            Ok(a) if a.status == 204 => {}
-            Ok(a) => return Err(refused(format!("{}: {}", a.status, a.refusal()))),
-            Err(e) => return Err(refused(error_chain(&e))),
-        }
+        no_content(client.stage_secret(&next_secret).await).map_err(|why| {
+            NodeError::RotationRefused {
+                node: name.to_owned(),
+                why,
+            }
+        })?;
         let sealed = self.secrets.seal(name, next.as_bytes());
         let (owned, actor) = (name.to_owned(), actor.to_owned());
         let node = self
@@ -240,15 +248,10 @@ impl Registry {
             .await?;
         // Switches the kept client: from here on every request is signed with the new secret.
         let client = self.client(&node)?;
-        let unconfirmed = |why: String| NodeError::RotationUnconfirmed {
+        no_content(client.commit_secret().await).map_err(|why| NodeError::RotationUnconfirmed {
             node: name.to_owned(),
             why,
-        };
-        match client.commit_secret().await {
-            Ok(a) if a.status == 204 => {}
-            Ok(a) => return Err(unconfirmed(format!("{}: {}", a.status, a.refusal()))),
-            Err(e) => return Err(unconfirmed(error_chain(&e))),
-        }
+        })?;
         tracing::info!(node = %name, "secret rotated");
         Ok(node)
     }
