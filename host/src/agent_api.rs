@@ -211,7 +211,7 @@ pub const MAX_MESH_ALLOWED_IPS: usize = 65_536;
 pub const MAX_MESH_PEERS: usize = 16_384;
 
 /// Lowest and highest MTU of a mesh interface (the data plane's buffers are sized for
-/// [`crate::dataplane::device::MTU`]; IPv6 needs at least 1280).
+/// [`crate::dataplane::engine::MTU`]; IPv6 needs at least 1280).
 pub const MESH_MTU: std::ops::RangeInclusive<u16> = 1280..=1420;
 
 /// Whether `id` may name a mesh: 1 to 64 of `a-z 0-9` (an interface name is made of it).

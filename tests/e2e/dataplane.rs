@@ -19,7 +19,7 @@ use weft::protocol::Secret;
 const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A unique small number for names and addresses of this run.
-fn run_id() -> u32 {
+pub fn run_id() -> u32 {
     std::process::id() % 200 + 20
 }
 
@@ -53,7 +53,7 @@ pub async fn wait_for_agent(client: &AgentClient, log: &Path) {
     }
 }
 
-async fn signed<T: serde::de::DeserializeOwned>(
+pub async fn signed<T: serde::de::DeserializeOwned>(
     client: &AgentClient,
     method: reqwest::Method,
     path: &str,
@@ -66,14 +66,14 @@ async fn signed<T: serde::de::DeserializeOwned>(
     (answer.status, serde_json::from_slice(&answer.body).ok())
 }
 
-fn ping(ns: &Netns, ip: &str, count: &str) -> bool {
+pub fn ping(ns: &Netns, ip: &str, count: &str) -> bool {
     ns.try_exec(&["ping", "-c", count, "-W", "2", ip])
         .status
         .success()
 }
 
 /// Pings until one answer comes back or `within` passes.
-fn ping_within(ns: &Netns, ip: &str, within: Duration) -> bool {
+pub fn ping_within(ns: &Netns, ip: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if ping(ns, ip, "1") {

@@ -37,6 +37,9 @@ mod pair;
 /// Bytes through a mesh arrive whole, with the kernel offloads and without.
 mod transfer;
 
+/// Peers added, moved and removed over the UAPI while traffic flows.
+mod churn;
+
 /// Meshes across four agents in namespaces: apply, change, restart, repair, delete.
 mod meshes;
 

@@ -133,8 +133,8 @@ impl Drop for Netns {
 }
 
 /// Joins two namespaces (or a namespace and the root one, `None`) by a veth pair with the
-/// given addresses (CIDR).
-pub fn link(a: Option<&Netns>, a_addr: &str, b: &Netns, b_addr: &str) {
+/// given addresses (CIDR); returns the names of its ends in `a` and in `b`.
+pub fn link(a: Option<&Netns>, a_addr: &str, b: &Netns, b_addr: &str) -> (String, String) {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let (ia, ib) = (
         format!("wv{}a{n}", std::process::id() % 10000),
@@ -158,4 +158,5 @@ pub fn link(a: Option<&Netns>, a_addr: &str, b: &Netns, b_addr: &str) {
             run(&["ip", "link", "set", &ia, "up"]);
         }
     }
+    (ia, ib)
 }

@@ -6,6 +6,7 @@
 //! Every change is applied first, then saved: what is saved always ran once.
 
 pub mod device;
+pub mod engine;
 mod gso;
 pub mod keys;
 pub mod netlink;
@@ -156,7 +157,7 @@ impl DataPlane {
             match self.start(&iface.name, &iface.spec).await {
                 Ok(running) => {
                     for p in &iface.peers {
-                        running.device.set_peer(p);
+                        running.device.engine().set_peer(p);
                     }
                     tracing::info!(iface = %iface.name, peers = iface.peers.len(), "interface restored");
                     inner.running.insert(iface.name.clone(), running);
@@ -179,7 +180,7 @@ impl DataPlane {
 
     async fn start(&self, name: &str, spec: &InterfaceSpec) -> Result<Running, PlaneError> {
         let keys = keys::load_or_create(&self.dir, name)?;
-        self.start_with(name, keys, spec.listen_port, spec.address, device::MTU)
+        self.start_with(name, keys, spec.listen_port, spec.address, engine::MTU)
             .await
     }
 
@@ -224,14 +225,14 @@ impl DataPlane {
                 .get(&name)
                 .is_some_and(|r| r.device.listen_port() == spec.listen_port);
             if port_same {
-                netlink::configure(&name, spec.address, u32::from(device::MTU)).await?;
+                netlink::configure(&name, spec.address, u32::from(engine::MTU)).await?;
             } else {
                 // A new port needs a new socket: restart the device with its peers.
                 inner.running.remove(&name);
                 let running = self.start(&name, spec).await?;
                 if let Some(saved) = inner.state.interface(&name) {
                     for p in &saved.peers {
-                        running.device.set_peer(p);
+                        running.device.engine().set_peer(p);
                     }
                 }
                 inner.running.insert(name.clone(), running);
@@ -264,6 +265,7 @@ impl DataPlane {
             .get(&name)
             .and_then(|r| {
                 r.device
+                    .engine()
                     .dump()
                     .into_iter()
                     .find(|p| p.public_key == spec.public_key)
@@ -312,7 +314,7 @@ impl DataPlane {
             .running
             .get(name)
             .ok_or_else(|| PlaneError::NoInterface(name.to_string()))?;
-        running.device.set_peer(spec);
+        running.device.engine().set_peer(spec);
         if let Some(i) = inner.state.interface_mut(name) {
             match i.peers.iter_mut().find(|p| p.public_key == spec.public_key) {
                 Some(p) => *p = spec.clone(),
@@ -335,7 +337,7 @@ impl DataPlane {
 
     fn remove_peer_locked(&self, inner: &mut Inner, name: &str, key: &PublicKey) -> bool {
         if let Some(r) = inner.running.get(name) {
-            r.device.remove_peer(key);
+            r.device.engine().remove_peer(key);
         }
         match inner.state.interface_mut(name) {
             Some(i) => {
@@ -363,9 +365,9 @@ impl DataPlane {
             .iter()
             .map(|(name, r)| InterfaceDump {
                 name: name.clone(),
-                public_key: r.device.public_key(),
+                public_key: r.device.engine().public_key(),
                 listen_port: r.device.listen_port(),
-                peers: r.device.dump(),
+                peers: r.device.engine().dump(),
             })
             .collect();
         interfaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -378,9 +380,10 @@ impl DataPlane {
         let Some(r) = inner.running.get(iface) else {
             return "errno=19\n\n".into();
         };
-        let times = r.device.handshake_times();
+        let times = r.device.engine().handshake_times();
         let peers: Vec<uapi::PeerInfo> = r
             .device
+            .engine()
             .dump()
             .into_iter()
             .map(|p| uapi::PeerInfo {
@@ -394,7 +397,7 @@ impl DataPlane {
             })
             .collect();
         uapi::format_get(
-            &r.device.private_key_bytes(),
+            &r.device.engine().private_key_bytes(),
             r.device.listen_port(),
             &peers,
         )
@@ -442,7 +445,7 @@ impl DataPlane {
                 return 22; // EINVAL
             }
             if let (Some(ep), Some(r)) = (change.endpoint, inner.running.get(iface)) {
-                r.device.set_endpoint(&change.key, ep);
+                r.device.engine().set_endpoint(&change.key, ep);
             }
         }
         match inner.state.save(&self.dir) {
@@ -558,18 +561,19 @@ impl DataPlane {
             .ok_or_else(|| PlaneError::NoInterface(iface.to_string()))?
             .device;
         let wanted: HashSet<PublicKey> = spec.peers.iter().map(|p| p.public_key).collect();
-        for p in device.dump() {
+        for p in device.engine().dump() {
             if !wanted.contains(&p.public_key) {
-                device.remove_peer(&p.public_key);
+                device.engine().remove_peer(&p.public_key);
             }
         }
         let current: HashMap<PublicKey, Option<std::net::SocketAddr>> = device
+            .engine()
             .dump()
             .into_iter()
             .map(|p| (p.public_key, p.endpoint))
             .collect();
         for (peer, spec_peer) in spec.peer_specs().zip(&spec.peers) {
-            device.set_peer(&peer);
+            device.engine().set_peer(&peer);
             let was = old.and_then(|o| o.peers.iter().find(|p| p.public_key == peer.public_key));
             let endpoint_changed = was.map(|w| &w.endpoint) != Some(&spec_peer.endpoint);
             let unknown = current.get(&peer.public_key).copied().flatten().is_none();
@@ -580,7 +584,7 @@ impl DataPlane {
                     .await
                     .map(|mut a| a.next())
                 {
-                    Ok(Some(addr)) => device.set_endpoint(&peer.public_key, addr),
+                    Ok(Some(addr)) => device.engine().set_endpoint(&peer.public_key, addr),
                     Ok(None) | Err(_) => {
                         tracing::warn!(iface, endpoint = %ep, "cannot resolve a mesh peer's endpoint; waiting for it to call")
                     }
@@ -636,6 +640,7 @@ fn in_sync(inner: &Inner, spec: &MeshSpec) -> bool {
     };
     let running: HashMap<PublicKey, HashSet<ipnet::IpNet>> = r
         .device
+        .engine()
         .dump()
         .into_iter()
         .map(|p| (p.public_key, p.allowed_ips.into_iter().collect()))
@@ -658,7 +663,7 @@ fn mesh_status(inner: &Inner, m: &MeshState) -> MeshStatus {
         peers: inner
             .running
             .get(&m.spec.interface)
-            .map(|r| r.device.dump())
+            .map(|r| r.device.engine().dump())
             .unwrap_or_default(),
     }
 }
@@ -667,9 +672,9 @@ fn summary(inner: &Inner, name: &str) -> InterfaceSummary {
     let running = inner.running.get(name);
     InterfaceSummary {
         name: name.to_string(),
-        public_key: running.map_or(PublicKey([0; 32]), |r| r.device.public_key()),
+        public_key: running.map_or(PublicKey([0; 32]), |r| r.device.engine().public_key()),
         listen_port: running.map_or(0, |r| r.device.listen_port()),
         address: inner.state.interface(name).map(|i| i.spec.address),
-        peers: running.map_or(0, |r| r.device.peer_count() as u32),
+        peers: running.map_or(0, |r| r.device.engine().peer_count() as u32),
     }
 }
