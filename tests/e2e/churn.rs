@@ -27,7 +27,7 @@ const SECRET: &str = "c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123
 const AGENT: &str = "10.78.0.1";
 
 /// One UAPI exchange on `sock`, as `wg` makes it: the answer's lines, `errno=` last.
-fn uapi(sock: &Path, request: &str) -> Vec<String> {
+pub fn uapi(sock: &Path, request: &str) -> Vec<String> {
     let mut s = UnixStream::connect(sock).expect("UAPI socket");
     s.write_all(request.as_bytes()).expect("UAPI write");
     let mut lines = Vec::new();

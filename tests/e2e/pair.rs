@@ -12,7 +12,7 @@ use weft::mesh::Topology;
 use weft::mesh::config::{Member, MeshParams, generate};
 use weft::protocol::Secret;
 
-const MESH_ID: &str = "be4c0ffee0000001";
+pub const MESH_ID: &str = "be4c0ffee0000001";
 
 /// The /24s (third octet after `10.`) a pair uses: its control links from the root
 /// namespace (`control.i.0/30`), the underlay between the two namespaces, and the overlay.

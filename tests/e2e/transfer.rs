@@ -5,10 +5,12 @@
 //! at the tunnel's MTU, above it (fragmented inside the tunnel) and at the smallest size.
 //! Needs root and namespaces; skips elsewhere.
 
+use crate::churn::uapi;
 use crate::netns::{Netns, cannot_run, link};
-use crate::pair::{Subnets, weft_mesh};
+use crate::pair::{MESH_ID, Subnets, weft_mesh};
 use crate::support::WEFT;
 use std::time::{Duration, Instant};
+use weft::agent_api::mesh_interface;
 
 /// Receives one connection on `ip:port` and prints the byte count and SHA-256 of it.
 const SINK: &str = r#"
@@ -119,6 +121,26 @@ async fn bytes_arrive_whole(offload: bool, subnets: Subnets) {
 
     transfer(&a, &mut b, &ip_b, dir.path(), &format!("{tag}-a-to-b"));
     transfer(&b, &mut a, &ip_a, dir.path(), &format!("{tag}-b-to-a"));
+
+    // A mesh's peers are the controller's: `wg set` on its interface is refused (EPERM) and
+    // changes nothing.
+    let sock = dir.path().join(format!(
+        "pair{}-0-uapi/{}.sock",
+        subnets.overlay,
+        mesh_interface(MESH_ID)
+    ));
+    let before = uapi(&sock, "get=1\n\n");
+    let peer = before
+        .iter()
+        .find(|l| l.starts_with("public_key="))
+        .expect("the mesh has a peer");
+    assert_eq!(
+        uapi(&sock, &format!("set=1\n{peer}\nremove=true\n\n")),
+        ["errno=1"]
+    );
+    let after = uapi(&sock, "get=1\n\n");
+    assert!(after.contains(peer), "the peer is still there: {after:?}");
+    ping(&a, &ip_b, 0, false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

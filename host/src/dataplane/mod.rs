@@ -409,6 +409,15 @@ impl DataPlane {
         if !inner.running.contains_key(iface) {
             return 19; // ENODEV
         }
+        if inner.state.interface(iface).is_none() {
+            // A mesh's interface: its peers are the controller's, and a change made here
+            // would be undone by the next apply (`wg set` says "Operation not permitted").
+            tracing::info!(
+                iface,
+                "UAPI set refused: the controller sets a mesh's peers"
+            );
+            return 1; // EPERM
+        }
         if req.replace_peers {
             let keys: Vec<PublicKey> = inner
                 .state
