@@ -16,6 +16,7 @@ use super::gso::{Run, Runs};
 use super::keys::KeyPair;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -210,10 +211,19 @@ impl Device {
             udp,
             udp_state,
         });
+        let task = |task, run: fn(Arc<Shared>, bool) -> Task| {
+            let shared = shared.clone();
+            let iface = name.to_string();
+            tokio::spawn(supervised(iface, task, move || {
+                run(shared.clone(), offload)
+            }))
+        };
         let tasks = vec![
-            tokio::spawn(outbound(shared.clone(), offload)),
-            tokio::spawn(inbound(shared.clone())),
-            tokio::spawn(timers(shared.clone())),
+            task("TUN to network", |s, offload| {
+                Box::pin(outbound(s, offload))
+            }),
+            task("network to TUN", |s, _| Box::pin(inbound(s))),
+            task("timers", |s, _| Box::pin(timers(s))),
         ];
         Ok(Device {
             shared,
@@ -229,6 +239,27 @@ impl Device {
     /// Its peers and their sessions.
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+}
+
+/// One of the device's tasks, as [`supervised`] starts it.
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a task of the device, and starts it again if it panics: a packet that trips a bug
+/// costs its batch, not the interface. A task that returns (the TUN is gone) stays ended.
+/// Aborting this aborts the task with it (the `JoinSet` drops it).
+async fn supervised(iface: String, task: &'static str, run: impl Fn() -> Task) {
+    loop {
+        let mut running = tokio::task::JoinSet::new();
+        running.spawn(run());
+        match running.join_next().await {
+            Some(Err(e)) if e.is_panic() => {
+                tracing::error!(iface, task, error = %e, "data plane task panicked; starting it again");
+                // Not in a tight loop, if it panics at once every time.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return,
+        }
     }
 }
 
@@ -444,5 +475,57 @@ async fn timers(shared: Arc<Shared>) {
         shared
             .engine
             .tick(&mut dst, |datagram, to| send(&shared, datagram, to));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_started_again_and_one_that_returns_is_not() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        supervised("wg0".into(), "test", move || {
+            let runs = counted.clone();
+            Box::pin(async move {
+                if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("a bug met by one packet");
+                }
+            })
+        })
+        .await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "two panics, then it returned"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_the_supervisor_stops_its_task() {
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (alive, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handles = Mutex::new(Some((started_tx, alive)));
+        let supervisor = tokio::spawn(supervised("wg0".into(), "test", move || {
+            let taken = handles.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Box::pin(async move {
+                // Holds `alive` until the task is dropped.
+                let Some((started_tx, _alive)) = taken else {
+                    return;
+                };
+                let _ = started_tx.send(());
+                std::future::pending::<()>().await
+            })
+        }));
+        started.await.expect("the task started");
+        supervisor.abort();
+        let dropped = tokio::time::timeout(Duration::from_secs(5), stopped).await;
+        assert!(
+            matches!(dropped, Ok(Err(_))),
+            "the task outlived its supervisor"
+        );
     }
 }

@@ -29,12 +29,6 @@ struct Net {
     keepalives: Vec<usize>,
 }
 
-fn keys(seed: u8) -> KeyPair {
-    let private = boringtun::x25519::StaticSecret::from([seed; 32]);
-    let public = boringtun::x25519::PublicKey::from(&private);
-    KeyPair { private, public }
-}
-
 /// An IPv4 packet from `src` to `dst` carrying `seq`.
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
     let mut p = vec![0u8; 24];
@@ -58,7 +52,7 @@ impl Net {
     fn new(n: u8) -> Net {
         let nodes = (1..=n)
             .map(|i| Node {
-                engine: Engine::new(&format!("wg{i}"), keys(i)),
+                engine: Engine::new(&format!("wg{i}"), KeyPair::from_private([i; 32])),
                 at: SocketAddr::from(([192, 0, 2, i], 51820)),
                 overlay: Ipv4Addr::new(10, 0, 0, i),
                 tun: Vec::new(),

@@ -36,7 +36,8 @@ impl std::fmt::Debug for KeyPair {
 }
 
 impl KeyPair {
-    fn from_private(bytes: [u8; 32]) -> KeyPair {
+    /// The pair of a private key's bytes.
+    pub fn from_private(bytes: [u8; 32]) -> KeyPair {
         let private = StaticSecret::from(bytes);
         let public = PublicKey::from(&private);
         KeyPair { private, public }
