@@ -412,16 +412,14 @@ impl ToTun {
 /// static key, or the index in the session id) and decrypt; write the batch to the TUN at
 /// once. Handshakes are answered and queued packets flushed on the way.
 async fn inbound(shared: Arc<Shared>) {
-    let mut bufs = vec![vec![0u8; GRO_BUF]; quinn_udp::BATCH_SIZE];
-    let mut metas = vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
+    let mut bufs: [Vec<u8>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| vec![0u8; GRO_BUF]);
+    let mut metas = [quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
     let mut scratch = vec![0u8; BUF];
     let mut to_tun = ToTun::new();
     loop {
         let received = {
-            let mut slices: Vec<std::io::IoSliceMut<'_>> = bufs
-                .iter_mut()
-                .map(|b| std::io::IoSliceMut::new(b))
-                .collect();
+            // On the stack: no allocation per receive.
+            let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
             shared
                 .udp
                 .async_io(Interest::READABLE, || {
