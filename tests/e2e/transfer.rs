@@ -2,7 +2,9 @@
 //! (a TCP super-segment from the TUN split into packets and sent as UDP GSO runs, received
 //! datagrams coalesced again before one TUN write) and with them forced off
 //! (`--no-offload`). A 16 MiB TCP transfer each way is compared by SHA-256, and pings cross
-//! at the tunnel's MTU, above it (fragmented inside the tunnel) and at the smallest size.
+//! at the tunnel's MTU, above it (fragmented inside the tunnel) and at the smallest size;
+//! with the underlay's MTU below a full datagram, the datagrams themselves are fragmented
+//! (underneath) and a transfer still arrives whole.
 //! Needs root and namespaces; skips elsewhere.
 
 use crate::churn::uapi;
@@ -95,7 +97,7 @@ async fn bytes_arrive_whole(offload: bool, subnets: Subnets) {
     let tag = if offload { "on" } else { "off" };
     let mut a = Netns::new(&format!("xa{tag}"));
     let mut b = Netns::new(&format!("xb{tag}"));
-    link(
+    let (veth_a, veth_b) = link(
         Some(&a),
         &format!("{}/30", subnets.underlay(0)),
         &b,
@@ -121,6 +123,16 @@ async fn bytes_arrive_whole(offload: bool, subnets: Subnets) {
 
     transfer(&a, &mut b, &ip_b, dir.path(), &format!("{tag}-a-to-b"));
     transfer(&b, &mut a, &ip_a, dir.path(), &format!("{tag}-b-to-a"));
+
+    // Fragmented underneath: with the underlay's MTU below a full WireGuard datagram (1420
+    // bytes inside, 1480 on the wire), the kernel fragments the UDP datagrams and the far
+    // side's reassembles them; the tunnel's MTU stays what it was.
+    a.exec(&["ip", "link", "set", &veth_a, "mtu", "1280"]);
+    b.exec(&["ip", "link", "set", &veth_b, "mtu", "1280"]);
+    ping(&a, &ip_b, 1392, true);
+    transfer(&a, &mut b, &ip_b, dir.path(), &format!("{tag}-fragmented"));
+    a.exec(&["ip", "link", "set", &veth_a, "mtu", "1500"]);
+    b.exec(&["ip", "link", "set", &veth_b, "mtu", "1500"]);
 
     // A mesh's peers are the controller's: `wg set` on its interface is refused (EPERM) and
     // changes nothing.

@@ -16,6 +16,7 @@ use super::gso::{Run, Runs};
 use super::keys::KeyPair;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -53,6 +54,8 @@ struct Shared {
     udp: UdpSocket,
     /// The socket's batching state (GSO segments, GRO), from quinn-udp.
     udp_state: quinn_udp::UdpSocketState,
+    /// Whether a GSO send was refused yet (said once in the log).
+    gso_refused: AtomicBool,
 }
 
 /// A running interface. Dropping it stops its tasks and closes the TUN (the kernel removes
@@ -210,6 +213,7 @@ impl Device {
             tun,
             udp,
             udp_state,
+            gso_refused: AtomicBool::new(false),
         });
         let task = |task, run: fn(Arc<Shared>, bool) -> Task| {
             let shared = shared.clone();
@@ -283,12 +287,36 @@ async fn send_run(shared: &Shared, out: &[u8], run: Run) {
     let sent = shared
         .udp
         .async_io(Interest::WRITABLE, || {
-            shared.udp_state.send((&shared.udp).into(), &transmit)
+            shared.udp_state.try_send((&shared.udp).into(), &transmit)
         })
         .await;
-    if let Err(e) = sent {
-        tracing::trace!(iface = %shared.name, error = %e, "packets not sent");
+    match sent {
+        Ok(()) => {}
+        Err(e) if run.segment_size().is_some() && gso_refused(&e) => {
+            // The kernel segments a GSO send but never fragments its datagrams: on a path
+            // whose MTU is below one, it refuses the whole run, while a datagram sent alone
+            // is fragmented like any other. So the run goes out one datagram at a time.
+            if !shared.gso_refused.swap(true, Ordering::Relaxed) {
+                tracing::info!(iface = %shared.name, to = %run.to, error = %e,
+                    "UDP GSO send refused (the path's MTU is below a datagram): such runs go out one datagram at a time");
+            }
+            for datagram in out[run.start..run.end].chunks(run.segment) {
+                if let Err(e) = shared.udp.send_to(datagram, wire_addr(run.to)).await {
+                    tracing::trace!(iface = %shared.name, error = %e, "packet not sent");
+                }
+            }
+        }
+        Err(e) => tracing::trace!(iface = %shared.name, error = %e, "packets not sent"),
     }
+}
+
+/// Whether a GSO send failed for want of segmentation the path allows (EMSGSIZE: segments
+/// larger than the path's MTU) or the device supports (EINVAL, EIO).
+fn gso_refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMSGSIZE | libc::EINVAL | libc::EIO)
+    )
 }
 
 /// TUN → network: read a batch (a super-segment split into packets), find each packet's
