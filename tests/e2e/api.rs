@@ -814,8 +814,10 @@ async fn token_cli_lists_names_revokes_and_stores_only_hashes() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    // Stored hashed: the database file holds each token's SHA-256, never its secret.
-    let bytes = std::fs::read(dir.join("weft.redb")).expect("database file");
+    // Stored hashed: the database file (and its journal) holds each token's SHA-256, never its
+    // secret.
+    let mut bytes = std::fs::read(dir.join("weft.redb")).expect("database file");
+    bytes.extend(std::fs::read(dir.join("weft.journal")).expect("journal file"));
     let holds = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     for secret in &secrets {
         let hex = secret.trim_start_matches("weft_");

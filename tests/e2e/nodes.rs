@@ -233,8 +233,9 @@ async fn a_controller_places_peers_on_two_agents_and_survives_losing_one() {
     let (status, _) = server.get("/api/v1/peers/doomed").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // The controller's database holds no private key of a node.
-    let db = std::fs::read(server.data_dir().join("weft.redb")).unwrap_or_default();
+    // The controller's database and its journal hold no private key of a node.
+    let mut db = std::fs::read(server.data_dir().join("weft.redb")).unwrap_or_default();
+    db.extend(std::fs::read(server.data_dir().join("weft.journal")).unwrap_or_default());
     for agent in &agents {
         let key = std::fs::read(
             dir.path()

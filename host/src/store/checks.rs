@@ -79,7 +79,7 @@ impl Writer<'_> {
         let mut applied = ChecksApplied::default();
         for &(ip, alive) in results {
             let key = IpKey::from(ip);
-            let Some(before) = load(&self.t.records, key)? else {
+            let Some(before) = load(self.t.records.table()?, key)? else {
                 applied.skipped += 1;
                 continue;
             };

@@ -4,7 +4,7 @@
 //! leaving them out of step: an address both free and held (next-free would hand it out a
 //! second time), an address neither free nor held (leaked), counters that disagree with the
 //! records, or an allocation whose write was acknowledged (and made durable) missing after
-//! recovery. The disk is simulated as in redb's own `tests/crash_consistency.rs`: a storage
+//! recovery. The database file and its journal share one simulated disk, as in redb's own `tests/crash_consistency.rs`: a storage
 //! backend whose durable image advances only at `sync_data`, frozen from sync `k` on, so the
 //! image is what a crash just before sync `k` completes would leave, optionally with the
 //! header write that was in flight at that moment reaching the disk.
@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 /// `experimental-api-5` feature (which makes it `redb::BackendError`) is off.
 type BackendIoError = std::io::Error;
 
+/// One file of the simulated disk.
 #[derive(Debug, Default)]
-struct CrashState {
+struct FileState {
     /// The file as the running database sees it: every write lands here at once.
     live: Vec<u8>,
     /// The file as a crash would leave it: `live` as of the last sync that completed.
@@ -31,6 +32,15 @@ struct CrashState {
     /// The last write to offset 0 (the header) issued before the freezing sync: in flight at
     /// the crash, it may have reached the disk although the sync did not complete.
     header_in_flight: Vec<u8>,
+    /// `live` when the freezing sync began: every write issued before the crash.
+    at_crash: Option<Vec<u8>>,
+}
+
+/// The disk: the database file and its journal, with one count of syncs between them (a sync
+/// of either is a point where the crash may come).
+#[derive(Debug, Default)]
+struct CrashState {
+    files: [FileState; 2],
     syncs: u64,
     /// From this sync on, syncs no longer advance `durable` (the simulated crash).
     freeze_from: Option<u64>,
@@ -42,81 +52,130 @@ impl CrashState {
     }
 }
 
+const DB: usize = 0;
+const JOURNAL: usize = 1;
+
 #[derive(Clone, Debug, Default)]
 struct CrashBackend {
     state: Arc<Mutex<CrashState>>,
+    file: usize,
+}
+
+/// What a crash during the freezing sync can leave: the database file and the journal.
+struct CrashImage {
+    kind: &'static str,
+    db: Vec<u8>,
+    journal: Vec<u8>,
 }
 
 impl CrashBackend {
     fn frozen_at(sync: u64) -> Self {
-        let backend = CrashBackend::default();
+        let backend = CrashBackend {
+            state: Arc::default(),
+            file: DB,
+        };
         backend.state.lock().unwrap().freeze_from = Some(sync);
         backend
+    }
+
+    /// The journal's file on the same disk.
+    fn journal(&self) -> Self {
+        CrashBackend {
+            state: self.state.clone(),
+            file: JOURNAL,
+        }
     }
 
     fn syncs(&self) -> u64 {
         self.state.lock().unwrap().syncs
     }
 
-    /// The file after a crash during the freezing sync, in the two forms that crash can take:
-    /// only what was synced; and that plus the in-flight header write (`None` when the header
-    /// adds nothing).
-    fn crash_images(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+    /// The files after a crash during the freezing sync, in the forms that crash can take:
+    /// only what was synced; that plus the in-flight header write of the database; and that
+    /// plus every journal write issued before the crash.
+    fn crash_images(&self) -> Vec<CrashImage> {
         let state = self.state.lock().unwrap();
-        let durable = state.durable.clone();
-        let header = &state.header_in_flight;
-        let torn = (!header.is_empty()
-            && durable.len() >= header.len()
-            && durable[..header.len()] != header[..])
-            .then(|| {
-                let mut image = durable.clone();
-                image[..header.len()].copy_from_slice(header);
-                image
+        let [db, journal] = &state.files;
+        let mut images = vec![CrashImage {
+            kind: "synced data",
+            db: db.durable.clone(),
+            journal: journal.durable.clone(),
+        }];
+        let header = &db.header_in_flight;
+        if !header.is_empty()
+            && db.durable.len() >= header.len()
+            && db.durable[..header.len()] != header[..]
+        {
+            let mut image = db.durable.clone();
+            image[..header.len()].copy_from_slice(header);
+            images.push(CrashImage {
+                kind: "synced data + in-flight database header",
+                db: image,
+                journal: journal.durable.clone(),
             });
-        (durable, torn)
+        }
+        if let Some(issued) = journal.at_crash.as_ref().filter(|j| **j != journal.durable) {
+            images.push(CrashImage {
+                kind: "synced data + journal writes in flight",
+                db: db.durable.clone(),
+                journal: issued.clone(),
+            });
+        }
+        images
     }
 }
 
 impl StorageBackend for CrashBackend {
     fn len(&self) -> Result<u64, BackendIoError> {
-        Ok(self.state.lock().unwrap().live.len() as u64)
+        Ok(self.state.lock().unwrap().files[self.file].live.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
         let state = self.state.lock().unwrap();
+        let live = &state.files[self.file].live;
         let offset = usize::try_from(offset).unwrap();
-        if offset + out.len() > state.live.len() {
+        if offset + out.len() > live.len() {
             return Err(std::io::Error::from(ErrorKind::UnexpectedEof));
         }
-        out.copy_from_slice(&state.live[offset..offset + out.len()]);
+        out.copy_from_slice(&live[offset..offset + out.len()]);
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
         let mut state = self.state.lock().unwrap();
-        state.live.resize(usize::try_from(len).unwrap(), 0);
+        state.files[self.file]
+            .live
+            .resize(usize::try_from(len).unwrap(), 0);
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
         let mut state = self.state.lock().unwrap();
         state.syncs += 1;
+        if state.freeze_from == Some(state.syncs) {
+            for f in &mut state.files {
+                f.at_crash = Some(f.live.clone());
+            }
+        }
         if !state.frozen() {
-            state.durable = state.live.clone();
+            let f = &mut state.files[self.file];
+            f.durable = f.live.clone();
         }
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
         let mut state = self.state.lock().unwrap();
+        let frozen = state.frozen();
+        let f = &mut state.files[self.file];
         let offset = usize::try_from(offset).unwrap();
-        if offset + data.len() > state.live.len() {
-            state.live.resize(offset + data.len(), 0);
+        if offset + data.len() > f.live.len() {
+            f.live.resize(offset + data.len(), 0);
         }
-        state.live[offset..offset + data.len()].copy_from_slice(data);
+        f.live[offset..offset + data.len()].copy_from_slice(data);
         // Writes issued after the freezing sync happen after the crash: they never reach disk.
-        if offset == 0 && !state.frozen() {
-            state.header_in_flight = data.to_vec();
+        if offset == 0 && !frozen {
+            f.header_in_flight = data.to_vec();
         }
         Ok(())
     }
@@ -347,7 +406,7 @@ fn run_workload(backend: &CrashBackend, with_states: bool) -> Run {
         .create_with_backend(backend.clone())
         .expect("creating the database");
     let creation_syncs = backend.syncs();
-    let store = Store::with_database(db).expect("opening the store");
+    let store = Store::with_backends(db, backend.journal()).expect("opening the store");
     let mut run = Run {
         creation_syncs,
         answers: Vec::new(),
@@ -375,17 +434,21 @@ fn run_workload(backend: &CrashBackend, with_states: bool) -> Run {
     run
 }
 
-/// Opens a crash image with redb (the error is redb's refusal to open it).
-fn open_image(image: &[u8]) -> Result<redb::Database, redb::DatabaseError> {
+fn in_memory(image: &[u8]) -> InMemoryBackend {
     let backend = InMemoryBackend::new();
     backend.set_len(image.len() as u64).unwrap();
     backend.write(0, image).unwrap();
-    redb::Builder::new().create_with_backend(backend)
+    backend
+}
+
+/// Opens a crash image with redb (the error is redb's refusal to open it).
+fn open_image(image: &[u8]) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Builder::new().create_with_backend(in_memory(image))
 }
 
 /// Checks redb's integrity of an opened crash image, then opens the store over it and checks
 /// the store's consistency; returns the state it recovered.
-fn recover(mut db: redb::Database, ctx: &str) -> (Store, State) {
+fn recover(mut db: redb::Database, journal: &[u8], ctx: &str) -> (Store, State) {
     // Ok(false) means redb repaired something; it must then be clean.
     let clean = db
         .check_integrity()
@@ -396,8 +459,8 @@ fn recover(mut db: redb::Database, ctx: &str) -> (Store, State) {
             "{ctx}: still not clean after repair"
         );
     }
-    let store =
-        Store::with_database(db).unwrap_or_else(|e| panic!("{ctx}: the store does not open: {e}"));
+    let store = Store::with_backends(db, in_memory(journal))
+        .unwrap_or_else(|e| panic!("{ctx}: the store does not open: {e}"));
     let state = consistent_state(&store, ctx);
     (store, state)
 }
@@ -479,15 +542,10 @@ fn crash_at_every_sync_point_leaves_no_address_held_twice_or_lost() {
         // that began after sync k had been issued cannot be in it.
         let durable = run.syncs_after.iter().filter(|&&s| s < k).count();
         let begun = run.syncs_before.iter().filter(|&&s| s < k).count();
-        let (synced, torn) = backend.crash_images();
-        for (kind, image) in [
-            ("synced data", Some(synced)),
-            ("synced data + in-flight header", torn),
-        ] {
-            let Some(image) = image else { continue };
+        for image in backend.crash_images() {
             images += 1;
-            let ctx = format!("crash at sync {k} of {total} ({kind})");
-            let db = match open_image(&image) {
+            let ctx = format!("crash at sync {k} of {total} ({})", image.kind);
+            let db = match open_image(&image.db) {
                 Ok(db) => db,
                 // redb writes the magic number last when it creates a file, so a crash while
                 // creating leaves a file it refuses to open, rather than a wrong database. No
@@ -500,7 +558,7 @@ fn crash_at_every_sync_point_leaves_no_address_held_twice_or_lost() {
                 }
                 Err(e) => panic!("{ctx}: the crash image does not open: {e}"),
             };
-            let (store, state) = recover(db, &ctx);
+            let (store, state) = recover(db, &image.journal, &ctx);
             let matches: Vec<usize> = (0..=WORKLOAD.len())
                 .filter(|&j| reference.states[j] == state)
                 .collect();

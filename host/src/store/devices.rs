@@ -54,7 +54,7 @@ impl Writer<'_> {
         if self.pool_containing(IpKey::from(spec.ip))?.is_none() {
             return Err(StoreError::OutsideEveryPool { address: spec.ip });
         }
-        let old: Option<Device> = get_json(&self.t.devices, "devices", id)?;
+        let old: Option<Device> = get_json(self.t.devices.table()?, "devices", id)?;
         if let Some(old) = &old
             && old.ip != spec.ip
         {
@@ -99,7 +99,7 @@ impl Writer<'_> {
 
     /// Deletes a device and releases its address.
     pub fn delete_device(&mut self, id: &str, actor: &str) -> Result<Device> {
-        let device: Device = get_json(&self.t.devices, "devices", id)?
+        let device: Device = get_json(self.t.devices.table()?, "devices", id)?
             .ok_or_else(|| StoreError::NotFound(format!("device {id:?}")))?;
         self.release_device_address(&device, actor)?;
         self.t.devices.remove(id)?;

@@ -261,7 +261,11 @@ impl Writer<'_> {
         named_overlay: Option<&str>,
         actor: &str,
     ) -> Result<Mesh> {
-        let mut mesh = find(&self.t.meshes, &self.t.mesh_names, id_or_name)?;
+        let mut mesh = find(
+            self.t.meshes.table()?,
+            self.t.mesh_names.table()?,
+            id_or_name,
+        )?;
         let listen_port = self.admit(draft, named_overlay, Some(&mesh), actor)?;
         if mesh.name != draft.name {
             self.t.mesh_names.remove(mesh.name.as_str())?;
@@ -281,7 +285,11 @@ impl Writer<'_> {
 
     /// Marks a mesh applied: the controller keeps its members in step from now on.
     pub fn mark_mesh_applied(&mut self, id_or_name: &str) -> Result<Mesh> {
-        let mut mesh = find(&self.t.meshes, &self.t.mesh_names, id_or_name)?;
+        let mut mesh = find(
+            self.t.meshes.table()?,
+            self.t.mesh_names.table()?,
+            id_or_name,
+        )?;
         if !mesh.applied {
             mesh.applied = true;
             self.put_mesh(&mesh)?;
@@ -291,7 +299,11 @@ impl Writer<'_> {
 
     /// Deletes a mesh. Its members keep their overlay addresses.
     pub fn delete_mesh(&mut self, id_or_name: &str) -> Result<Mesh> {
-        let mesh = find(&self.t.meshes, &self.t.mesh_names, id_or_name)?;
+        let mesh = find(
+            self.t.meshes.table()?,
+            self.t.mesh_names.table()?,
+            id_or_name,
+        )?;
         self.t.meshes.remove(mesh.id.as_str())?;
         self.t.mesh_names.remove(mesh.name.as_str())?;
         Ok(mesh)

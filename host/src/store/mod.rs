@@ -1,10 +1,16 @@
 //! The store: weft's state in one redb file, behind typed reads and writes. Nothing outside
 //! this module touches redb.
 //!
-//! Writes go through one writer thread that batches whatever is queued into one durable
-//! transaction (group commit): a caller's future resolves only after the transaction holding
-//! its change has committed with `Durability::Immediate`. An operation that fails is taken out
-//! of its batch, the batch re-runs without it, and it fails alone.
+//! Writes go through one writer thread that batches whatever is queued into one transaction
+//! (group commit): a caller's future resolves only after the transaction holding its change is
+//! durable. An operation that fails is taken out of its batch, the batch re-runs without it,
+//! and it fails alone.
+//!
+//! A batch is made durable by the journal beside the database (`journal`, `redo`): its redo
+//! operations are appended and synced, then the transaction commits to redb without a sync.
+//! Every few megabytes of journal, and when the writer is idle or closing, a transaction
+//! commits to redb durably (a checkpoint) and the journal starts over. Opening the store
+//! replays what the journal holds beyond the last checkpoint.
 
 pub mod agent_nonces;
 pub mod checks;
@@ -13,6 +19,7 @@ mod crash_tests;
 mod devices;
 mod error;
 mod join_tokens;
+mod journal;
 mod listing;
 mod meshes;
 mod node_history;
@@ -22,6 +29,7 @@ mod peers;
 mod plugin_runs;
 mod pools;
 mod records;
+mod redo;
 mod sessions;
 mod tables;
 #[cfg(test)]
@@ -51,23 +59,37 @@ pub use tokens::new_secret;
 pub use tokens::{Token, TokenInfo};
 pub use users::{Role, UserInfo, hash_password};
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use journal::Journal;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, WriteTransaction,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 use tables::*;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Most changes one transaction carries: bounds the latency a batch adds to its first caller.
 const MAX_BATCH: usize = 512;
 
+/// How long the writer waits with nothing to do before it checkpoints the journal.
+const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
+
+/// `meta` keys of the journal: the number its next entry carries as of the last checkpoint,
+/// and the salt of its checksums (random per database file).
+const JOURNAL_NEXT: &str = "journal_next";
+const JOURNAL_SALT: &str = "journal_salt";
+
 macro_rules! tables {
     ($($field:ident: $def:ident <$k:ty, $v:ty>),* $(,)?) => {
-        /// Every table, open for writing inside one transaction.
-        pub(crate) struct WriteTables<'t> { $(pub(crate) $field: redb::Table<'t, $k, $v>,)* }
+        /// Every table, open for writing inside one transaction; each write is also recorded
+        /// in the transaction's redo log.
+        pub(crate) struct WriteTables<'t> { $(pub(crate) $field: redo::Logged<'t, $k, $v>,)* }
         /// The tables of one snapshot, each opened on first use: a read touches only what
         /// it needs (an API token check opens two tables, not all of them).
         pub(crate) struct ReadTables {
@@ -75,9 +97,29 @@ macro_rules! tables {
             $($field: std::cell::OnceCell<redb::ReadOnlyTable<$k, $v>>,)*
         }
         impl<'t> WriteTables<'t> {
-            fn open(txn: &'t WriteTransaction) -> Result<Self> {
-                Ok(WriteTables { $($field: txn.open_table($def)?,)* })
+            fn open(txn: &'t WriteTransaction, log: &redo::Log) -> Result<Self> {
+                Ok(WriteTables {
+                    $($field: redo::Logged::new(txn, $def, stringify!($field), log.clone()),)*
+                })
             }
+
+            /// Applies a journal entry's operations again (not recorded a second time).
+            fn replay(&mut self, payload: &[u8]) -> Result<()> {
+                let bad = |e: redo::RedoError| StoreError::corrupt("journal", e);
+                for op in redo::ops(payload) {
+                    let op = op.map_err(bad)?;
+                    match op.table() {
+                        $(stringify!($field) => op.apply(self.$field.table_mut()?).map_err(bad)?,)*
+                        other => return Err(bad(redo::RedoError::UnknownTable(other.to_string()))),
+                    }
+                }
+                Ok(())
+            }
+        }
+        /// Creates the tables a file lacks, so readers never meet an absent one.
+        fn create_tables(txn: &WriteTransaction) -> Result<()> {
+            $(txn.open_table($def)?;)*
+            Ok(())
         }
         /// Copies every table of the snapshot `from` into `to`, row by row; the rows copied.
         fn copy_tables(from: &redb::ReadTransaction, to: &WriteTransaction) -> Result<u64> {
@@ -227,35 +269,55 @@ where
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
-    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Committed write transactions so far (see [`Reader::generation`]).
     generation: Arc<AtomicU64>,
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`, checks and migrates its schema, and starts
-    /// the writer thread.
+    /// Opens (or creates) the database at `path` and its journal beside it (`path` with the
+    /// extension `journal`), checks and migrates the schema, replays what the journal holds
+    /// beyond the last checkpoint, and starts the writer thread.
     pub fn open(path: &Path) -> Result<Store> {
+        use std::os::unix::fs::OpenOptionsExt;
         if !path.exists() {
             create_atomically(path)?;
         }
+        // The database first: its lock keeps a second process away from the journal too.
         let db = Database::create(path)?;
-        Self::with_database(db)
+        let journal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            // It carries what the database does, secrets' hashes included.
+            .mode(0o600)
+            .open(journal_path(path))
+            .map_err(io_error)?;
+        let journal = redb::backends::FileBackend::new(journal)?;
+        Self::with_backends(db, journal)
     }
 
-    /// Opens a store over an already-built database (tests use other storage backends).
+    /// Opens a store over an already-built database with its journal in memory (tests).
     pub fn with_database(db: Database) -> Result<Store> {
+        Self::with_backends(db, redb::backends::InMemoryBackend::new())
+    }
+
+    /// Opens a store over an already-built database and journal (tests use other storage
+    /// backends, to simulate crashes).
+    pub fn with_backends(db: Database, journal: impl StorageBackend) -> Result<Store> {
         migrate(&db)?;
+        let journal = recover(&db, Box::new(journal))?;
         let db = Arc::new(db);
-        let (jobs, rx) = mpsc::unbounded_channel();
+        let (jobs, rx) = mpsc::channel();
         let writer_db = db.clone();
         let generation = Arc::new(AtomicU64::new(0));
         let committed = generation.clone();
         let writer = std::thread::Builder::new()
             .name("weft-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx, &committed))
-            .map_err(|e| StoreError::Db(Arc::new(redb::Error::Io(e))))?;
+            .spawn(move || writer_loop(&writer_db, journal, rx, &committed))
+            .map_err(io_error)?;
         Ok(Store {
             db,
             jobs,
@@ -330,7 +392,6 @@ impl Store {
     /// is refused. Blocks: async callers run it on a blocking thread. The rows copied.
     pub fn backup(&self, dest: &Path) -> Result<u64> {
         use std::os::unix::fs::OpenOptionsExt;
-        let io = |e: std::io::Error| StoreError::Db(Arc::new(redb::Error::Io(e)));
         if dest.exists() {
             return Err(StoreError::Invalid(format!(
                 "{} already exists: give a new file",
@@ -348,19 +409,22 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(io)?;
+            .map_err(io_error)?;
         let rows = {
             let copy = Database::create(&tmp)?;
             let txn = copy.begin_write()?;
             let rows = copy_tables(&snapshot, &txn)?;
+            // A copy is another database: no journal of the original may replay into it.
+            txn.open_table(META)?
+                .insert(JOURNAL_SALT, rand::random::<u64>())?;
             txn.commit()?;
             rows
         };
-        std::fs::rename(&tmp, dest).map_err(io)?;
+        std::fs::rename(&tmp, dest).map_err(io_error)?;
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(io)?;
+                .map_err(io_error)?;
         }
         Ok(rows)
     }
@@ -373,18 +437,26 @@ impl Store {
     }
 }
 
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Db(Arc::new(redb::Error::Io(e)))
+}
+
+/// The journal of the database at `path`.
+pub fn journal_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("journal")
+}
+
 /// Creates a new database beside `path` and renames it into place once it is complete, so a
 /// crash during creation leaves no half-made file that redb would refuse to open.
 fn create_atomically(path: &Path) -> Result<()> {
-    let io = |e: std::io::Error| StoreError::Db(Arc::new(redb::Error::Io(e)));
     let tmp = path.with_extension("redb-creating");
     let _ = std::fs::remove_file(&tmp);
     migrate(&Database::create(&tmp)?)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io_error)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io)?;
+            .map_err(io_error)?;
     }
     Ok(())
 }
@@ -393,9 +465,15 @@ fn migrate(db: &Database) -> Result<()> {
     let txn = db.begin_write()?;
     let tables_before = txn.list_tables()?.count();
     let changed = {
-        // Opening every table creates the missing ones, so readers never meet an absent table.
-        let mut t = WriteTables::open(&txn)?;
+        create_tables(&txn)?;
+        let mut t = WriteTables::open(&txn, &redo::Log::default())?;
         let found = t.meta.get("schema_version")?.map(|g| g.value());
+        // Older files (and new ones) get their journal's salt here.
+        let salted = t.meta.get(JOURNAL_SALT)?.is_some();
+        if !salted {
+            t.meta.insert(JOURNAL_SALT, rand::random::<u64>())?;
+        }
+        let changed_salt = !salted;
         match found {
             None => {
                 t.meta.insert("schema_version", SCHEMA_VERSION)?;
@@ -409,7 +487,7 @@ fn migrate(db: &Database) -> Result<()> {
             Some(v) => {
                 // Each step runs in this transaction, with the version bump: all or nothing.
                 // Versions 5 (plugin_runs), 6 (peers, nodes) and 7 (meshes) need no step:
-                // `WriteTables::open` above created their tables, and an older file has
+                // `create_tables` above created their tables, and an older file has
                 // nothing to carry over into them.
                 if v < 8 {
                     node_history::backfill(&mut t)?;
@@ -428,7 +506,7 @@ fn migrate(db: &Database) -> Result<()> {
                 }
             }
         }
-        found != Some(SCHEMA_VERSION)
+        found != Some(SCHEMA_VERSION) || changed_salt
     };
     // An up-to-date database is left untouched: no commit, so no fsync at every start.
     if changed || txn.list_tables()?.count() != tables_before {
@@ -485,12 +563,53 @@ fn backfill_search(t: &mut WriteTables<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Replays the journal's entries beyond the last checkpoint into one durable transaction (a
+/// checkpoint itself), and returns the journal ready for appends.
+fn recover(db: &Database, file: Box<dyn StorageBackend>) -> Result<Journal> {
+    let (salt, next) = {
+        let r = db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|g| g.value())) };
+        (
+            get(JOURNAL_SALT)?.unwrap_or(0),
+            get(JOURNAL_NEXT)?.unwrap_or(1),
+        )
+    };
+    let mut journal = Journal::open(file, salt, next).map_err(io_error)?;
+    let entries = journal.scan(next).map_err(io_error)?;
+    let Some(&(last, _)) = entries.last() else {
+        return Ok(journal);
+    };
+    let txn = db.begin_write()?;
+    {
+        let mut t = WriteTables::open(&txn, &redo::Log::default())?;
+        for (_, payload) in &entries {
+            t.replay(payload)?;
+        }
+        t.meta.table_mut()?.insert(JOURNAL_NEXT, last + 1)?;
+    }
+    txn.commit()?;
+    tracing::info!(entries = entries.len(), "replayed the store's journal");
+    journal.restart_at(last + 1);
+    Ok(journal)
+}
+
 fn writer_loop(
     db: &Database,
-    mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    mut journal: Journal,
+    rx: mpsc::Receiver<Box<dyn Job>>,
     generation: &AtomicU64,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let log = redo::Log::default();
+    loop {
+        let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                checkpoint_if_needed(db, &mut journal);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -500,7 +619,7 @@ fn writer_loop(
         }
         let mut failed = Vec::new();
         while !batch.is_empty() {
-            match run_batch(db, &mut batch) {
+            match run_batch(db, &mut journal, &log, &mut batch) {
                 Ok(Some(i)) => failed.push(batch.remove(i)),
                 Ok(None) => {
                     // Before the answers: a caller that reads after its write sees it counted.
@@ -521,14 +640,41 @@ fn writer_loop(
             job.finish(Ok(()));
         }
     }
+    // A clean close leaves nothing to replay.
+    checkpoint_if_needed(db, &mut journal);
+}
+
+/// Commits durably, recording the journal's next number, and starts a new journal cycle.
+fn checkpoint_if_needed(db: &Database, journal: &mut Journal) {
+    if journal.is_empty() {
+        return;
+    }
+    let done = (|| -> Result<()> {
+        let txn = db.begin_write()?;
+        txn.open_table(META)?
+            .insert(JOURNAL_NEXT, journal.next_seq())?;
+        txn.commit()?;
+        Ok(())
+    })();
+    match done {
+        Ok(()) => journal.restart(),
+        // The journal keeps its entries; the next checkpoint tries again.
+        Err(e) => tracing::error!(error = %e, "store checkpoint failed"),
+    }
 }
 
 /// Runs a batch in one transaction. `Ok(Some(i))`: job `i` failed and nothing was committed.
-fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<Option<usize>> {
-    let txn = db.begin_write()?;
+fn run_batch(
+    db: &Database,
+    journal: &mut Journal,
+    log: &redo::Log,
+    batch: &mut [Box<dyn Job>],
+) -> Result<Option<usize>> {
+    log.borrow_mut().clear();
+    let mut txn = db.begin_write()?;
     let failed = {
         let mut w = Writer {
-            t: WriteTables::open(&txn)?,
+            t: WriteTables::open(&txn, log)?,
             now: jiff::Timestamp::now(),
         };
         batch.iter_mut().position(|job| {
@@ -545,16 +691,37 @@ fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<Option<usize>>
             }
         })
     };
-    match failed {
-        Some(i) => {
-            txn.abort()?;
-            Ok(Some(i))
-        }
-        None => {
-            txn.commit()?;
-            Ok(None)
-        }
+    if let Some(i) = failed {
+        txn.abort()?;
+        return Ok(Some(i));
     }
+    let ops = log.borrow();
+    if !journal.fits(ops.len()) {
+        // Too much for what is left of the journal: this batch is the checkpoint.
+        txn.open_table(META)?
+            .insert(JOURNAL_NEXT, journal.next_seq())?;
+        txn.commit()?;
+        journal.restart();
+        return Ok(None);
+    }
+    if !ops.is_empty() {
+        // Durable once this returns; an error here drops (aborts) the transaction.
+        journal.append(&ops).map_err(io_error)?;
+    }
+    txn.set_durability(Durability::None)?;
+    if let Err(e) = txn.commit() {
+        // The entry must not be replayed into a database that refused it. If even that
+        // fails, the next start would apply a change whose callers were told it failed:
+        // stop rather than answer.
+        if !ops.is_empty()
+            && let Err(j) = journal.retract()
+        {
+            tracing::error!(error = %j, "cannot withdraw a journal entry after a failed commit");
+            std::process::abort();
+        }
+        return Err(e.into());
+    }
+    Ok(None)
 }
 
 /// Records are the hot values (every listing decodes a page of them): compact binary

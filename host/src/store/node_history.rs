@@ -5,7 +5,6 @@
 //! other nodes have. Deleting a node deletes its history.
 
 use super::{Reader, Result, StoreError, WriteTables, Writer, decode, encode};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 /// What happened to a node.
@@ -88,7 +87,7 @@ impl Writer<'_> {
     pub(super) fn delete_node_history(&mut self, node: &str) -> Result<()> {
         self.t
             .node_history
-            .retain_in((node, 0)..=(node, u64::MAX), |_, _| false)?;
+            .remove_range((node, 0)..=(node, u64::MAX))?;
         Ok(())
     }
 }

@@ -236,7 +236,7 @@ impl Reader {
 
 impl Writer<'_> {
     pub(crate) fn node_in_txn(&self, name: &str) -> Result<Option<Node>> {
-        get_json(&self.t.nodes, "nodes", name)
+        get_json(self.t.nodes.table()?, "nodes", name)
     }
 
     pub(crate) fn put_node_in_txn(&mut self, node: &Node) -> Result<()> {
@@ -245,7 +245,7 @@ impl Writer<'_> {
 
     pub(crate) fn overlay_pool_in_txn(&self) -> Result<Option<super::Pool>> {
         match self.t.meta.get("overlay_pool")?.map(|g| g.value()) {
-            Some(id) => get_json(&self.t.pools, "pools", id),
+            Some(id) => get_json(self.t.pools.table()?, "pools", id),
             None => Ok(None),
         }
     }
@@ -258,7 +258,7 @@ impl Writer<'_> {
     }
 
     fn load_node(&self, name: &str) -> Result<Node> {
-        get_json(&self.t.nodes, "nodes", name)?
+        get_json(self.t.nodes.table()?, "nodes", name)?
             .ok_or_else(|| StoreError::NotFound(format!("node {name:?}")))
     }
 
@@ -450,7 +450,9 @@ impl Writer<'_> {
     /// node deleted or disabled while the round ran is left as it is now.
     pub fn record_health(&mut self, round: &[(String, Observation)]) -> Result<()> {
         for (name, obs) in round {
-            let Some(mut node) = get_json::<_, Node>(&self.t.nodes, "nodes", name.as_str())? else {
+            let Some(mut node) =
+                get_json::<_, Node>(self.t.nodes.table()?, "nodes", name.as_str())?
+            else {
                 continue;
             };
             if !node.enabled {

@@ -178,7 +178,7 @@ impl Writer<'_> {
     /// Deletes a peer and releases its address, in this transaction. An address someone has
     /// since taken over (another owner) is left alone.
     pub fn delete_peer(&mut self, name: &str, actor: &str) -> Result<Peer> {
-        let peer: Peer = get_json(&self.t.peers, "peers", name)?
+        let peer: Peer = get_json(self.t.peers.table()?, "peers", name)?
             .ok_or_else(|| StoreError::NotFound(format!("peer {name:?}")))?;
         let owner = peer_owner(&peer.name);
         if let Some(r) = self.address(peer.address)?

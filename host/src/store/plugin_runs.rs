@@ -3,7 +3,6 @@
 //! the table never grows past `KEEP_RUNS` times the number of plugins.
 
 use super::{Reader, Result, StoreError, Writer, decode, encode};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 /// Runs kept per plugin.

@@ -164,11 +164,15 @@ impl Reader {
 
 impl<'t> Writer<'t> {
     pub fn pool(&self, id_or_name: &str) -> Result<Pool> {
-        resolve(&self.t.pools, &self.t.pool_names, id_or_name)
+        resolve(
+            self.t.pools.table()?,
+            self.t.pool_names.table()?,
+            id_or_name,
+        )
     }
 
     pub fn pool_containing(&self, key: IpKey) -> Result<Option<Pool>> {
-        containing(&self.t.pool_spans, &self.t.pools, key)
+        containing(self.t.pool_spans.table()?, self.t.pools.table()?, key)
     }
 
     pub(crate) fn save_pool(&mut self, pool: &Pool) -> Result<()> {
@@ -199,7 +203,7 @@ impl<'t> Writer<'t> {
         let mut existing = Vec::new();
         if let Some(entry) = self.t.pool_spans.range((f, 0)..=(f, span.end))?.next_back() {
             let id = entry?.1.value();
-            if let Some(p) = get_json::<u64, Pool>(&self.t.pools, "pools", id)? {
+            if let Some(p) = get_json::<u64, Pool>(self.t.pools.table()?, "pools", id)? {
                 existing.push((span_of(&p.cidr).1, p));
             }
         }
@@ -274,25 +278,19 @@ impl<'t> Writer<'t> {
         }
         self.t
             .records
-            .retain_in((f, span.start)..=(f, span.end), |_, _| false)?;
+            .remove_range((f, span.start)..=(f, span.end))?;
         for status in [Status::Allocated, Status::Reserved, Status::Quarantine] {
             let s = status.as_u8();
             self.t
                 .by_status
-                .retain_in((s, f, span.start)..=(s, f, span.end), |_, _| false)?;
+                .remove_range((s, f, span.start)..=(s, f, span.end))?;
         }
-        self.t
-            .fresh
-            .retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
+        self.t.fresh.remove_range((id, 0)..=(id, u128::MAX))?;
         self.t
             .queue
-            .retain_in((id, 0, 0)..=(id, u8::MAX, u64::MAX), |_, _| false)?;
-        self.t
-            .queued
-            .retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
-        self.t
-            .idempotency
-            .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
+            .remove_range((id, 0, 0)..=(id, u8::MAX, u64::MAX))?;
+        self.t.queued.remove_range((id, 0)..=(id, u128::MAX))?;
+        self.t.idempotency.remove_range((id, "")..(id + 1, ""))?;
         self.t.pool_spans.remove((f, span.start))?;
         self.t.pool_names.remove(pool.name.as_str())?;
         self.t.pools.remove(id)?;

@@ -198,7 +198,7 @@ impl<'a> How<'a> {
 
 impl Writer<'_> {
     pub fn address(&self, ip: IpAddr) -> Result<Option<Record>> {
-        load(&self.t.records, IpKey::from(ip))
+        load(self.t.records.table()?, IpKey::from(ip))
     }
 
     /// Writes a record and its event, and keeps the status index in step. Does not touch the
@@ -304,7 +304,7 @@ impl Writer<'_> {
         if layout.gateway == Some(v) {
             return Err(StoreError::Gateway(ip));
         }
-        let before = load(&self.t.records, key)?;
+        let before = load(self.t.records.table()?, key)?;
         let mut rec = before
             .clone()
             .unwrap_or_else(|| Record::available(ip, pool.id, default_type(layout, v), self.now));
@@ -391,7 +391,7 @@ impl Writer<'_> {
             let family = crate::ipam::Family::from_u8(f)
                 .ok_or_else(|| StoreError::corrupt("idempotency", "bad family"))?;
             let key = IpKey::new(family, v);
-            return match load(&self.t.records, key)? {
+            return match load(self.t.records.table()?, key)? {
                 Some(rec) if rec.status == Status::Allocated => Ok((rec, true)),
                 // Replaying a stale answer would hand the caller an address it no longer holds.
                 _ => Err(StoreError::IdempotencyKeyUsed {

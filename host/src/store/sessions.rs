@@ -5,7 +5,6 @@
 
 use super::{Reader, Result, Writer, decode, encode};
 use jiff::{SignedDuration, Timestamp};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

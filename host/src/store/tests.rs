@@ -169,6 +169,53 @@ async fn the_schema_version_is_recorded_and_a_newer_one_refused() {
     ));
 }
 
+#[tokio::test]
+async fn the_journal_is_private_and_a_clean_close_leaves_nothing_to_replay() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.redb");
+    let store = Store::open(&path).expect("open");
+    store
+        .write(|w| w.create_pool(&spec("lan", "10.0.0.0/24"), "t"))
+        .await
+        .expect("pool");
+    let file = std::fs::metadata(journal_path(&path)).expect("journal beside the database");
+    assert_eq!(file.permissions().mode() & 0o777, 0o600);
+    assert_eq!(file.len(), journal::CAPACITY, "preallocated");
+    let backup = dir.path().join("copy.redb");
+    store.backup(&backup).expect("backup");
+    store.close();
+
+    let meta = |p: &Path| {
+        let db = redb::Database::open(p).expect("open raw");
+        let r = db.begin_read().expect("read");
+        let t = r.open_table(META).expect("meta");
+        let get = |k| t.get(k).expect("get").map(|g| g.value());
+        (get(JOURNAL_SALT), get(JOURNAL_NEXT))
+    };
+    let (salt, next) = meta(&path);
+    let (salt, next) = (salt.expect("salted"), next.expect("checkpointed"));
+    assert!(next > 1, "the pool went through the journal");
+    let raw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(journal_path(&path))
+        .expect("journal");
+    let journal = Journal::open(
+        Box::new(redb::backends::FileBackend::new(raw).expect("backend")),
+        salt,
+        next,
+    )
+    .expect("journal");
+    assert!(journal.scan(next).expect("scan").is_empty());
+    assert!(
+        !journal.scan(1).expect("scan").is_empty(),
+        "the entries are still there, numbered below"
+    );
+    // A copy is another database: the original's journal never replays into it.
+    assert_ne!(meta(&backup).0, Some(salt));
+}
+
 mod search_model {
     //! The indexed search against a naive reference: every page of a `q` listing, followed to
     //! the end, holds exactly the records that match, each once.

@@ -45,8 +45,29 @@ use utoipa_axum::router::OpenApiRouter;
 /// The largest request body accepted (CSV imports are the big ones).
 pub const MAX_BODY: usize = 16 << 20;
 
+/// What every handler shares. Cloned once per request (each extractor takes a copy), so a
+/// clone is one reference count, not one per field: with a dozen shared counters bouncing
+/// between cores, per-field clones were a measurable share of a request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Set-up only (tests and `weft serve` adjust the state before serving): while the router
+/// holds copies, a change would copy the whole state instead of sharing it.
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     /// Mark the session cookie `Secure` (weft behind a TLS proxy).
@@ -78,7 +99,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             metrics: Arc::new(Metrics::new()),
             secure_cookies: false,
@@ -95,7 +116,7 @@ impl AppState {
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
-        }
+        }))
     }
 
     /// Opens the first-run setup: returns the token of the one-time link `/setup/<token>`.

@@ -279,7 +279,9 @@ async fn session_survives_a_store_reopen() {
     f.user("ann", Role::Admin).await;
     let cookie = f.login("ann").await;
     let Fixture { dir, state, .. } = f;
-    state.store.close();
+    let store = state.store.clone();
+    drop(state);
+    store.close();
     let store = Store::open(&dir.path().join("db.redb")).unwrap();
     let f = Fixture::over(dir, store);
     assert_eq!(f.get("/", Some(&cookie)).await.status(), StatusCode::OK);
