@@ -88,11 +88,14 @@ impl Journal {
         let mut at = 0u64;
         let mut expect = from;
         let mut head = [0u8; HEADER];
-        while at + HEADER as u64 <= CAPACITY {
+        // The file's length, not today's capacity: a journal written by a build with a
+        // larger one still replays whole.
+        let limit = self.file.len()?;
+        while at + HEADER as u64 <= limit {
             self.file.read(at, &mut head)?;
             let (magic, len, seq, sum) = parse_header(&head);
             let body = at + HEADER as u64;
-            if magic != MAGIC || seq != expect || body + u64::from(len) > CAPACITY {
+            if magic != MAGIC || seq != expect || body + u64::from(len) > limit {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
