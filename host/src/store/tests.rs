@@ -216,6 +216,34 @@ async fn the_journal_is_private_and_a_clean_close_leaves_nothing_to_replay() {
     assert_ne!(meta(&backup).0, Some(salt));
 }
 
+#[tokio::test]
+async fn an_idle_writer_checkpoints_the_journal() {
+    let (_d, store) = store();
+    let next = |store: &Store| {
+        store
+            .read(|r| Ok(r.t.meta()?.get(JOURNAL_NEXT)?.map(|g| g.value())))
+            .expect("read")
+    };
+    let before = next(&store);
+    store
+        .write(|w| w.create_pool(&spec("lan", "10.0.0.0/24"), "t"))
+        .await
+        .expect("pool");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while next(&store) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint {IDLE_CHECKPOINT:?} after the last write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        next(&store),
+        Some(2),
+        "the checkpoint records the next entry's number"
+    );
+}
+
 mod search_model {
     //! The indexed search against a naive reference: every page of a `q` listing, followed to
     //! the end, holds exactly the records that match, each once.
