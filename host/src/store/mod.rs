@@ -473,7 +473,6 @@ fn migrate(db: &Database) -> Result<()> {
         if !salted {
             t.meta.insert(JOURNAL_SALT, rand::random::<u64>())?;
         }
-        let changed_salt = !salted;
         match found {
             None => {
                 t.meta.insert("schema_version", SCHEMA_VERSION)?;
@@ -506,7 +505,7 @@ fn migrate(db: &Database) -> Result<()> {
                 }
             }
         }
-        found != Some(SCHEMA_VERSION) || changed_salt
+        found != Some(SCHEMA_VERSION) || !salted
     };
     // An up-to-date database is left untouched: no commit, so no fsync at every start.
     if changed || txn.list_tables()?.count() != tables_before {
