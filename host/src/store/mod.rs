@@ -643,23 +643,29 @@ fn writer_loop(
     checkpoint_if_needed(db, &mut journal);
 }
 
-/// Commits durably, recording the journal's next number, and starts a new journal cycle.
+/// A checkpoint of its own, when the journal holds anything (the writer is idle or closing).
 fn checkpoint_if_needed(db: &Database, journal: &mut Journal) {
     if journal.is_empty() {
         return;
     }
-    let done = (|| -> Result<()> {
-        let txn = db.begin_write()?;
-        txn.open_table(META)?
-            .insert(JOURNAL_NEXT, journal.next_seq())?;
-        txn.commit()?;
-        Ok(())
-    })();
-    match done {
-        Ok(()) => journal.restart(),
-        // The journal keeps its entries; the next checkpoint tries again.
-        Err(e) => tracing::error!(error = %e, "store checkpoint failed"),
+    let done = db
+        .begin_write()
+        .map_err(StoreError::from)
+        .and_then(|txn| checkpoint(txn, journal));
+    // On failure the journal keeps its entries; the next checkpoint tries again.
+    if let Err(e) = done {
+        tracing::error!(error = %e, "store checkpoint failed");
     }
+}
+
+/// Commits `txn` durably with the journal's next number, and starts a new journal cycle: every
+/// entry so far is then in the database.
+fn checkpoint(txn: WriteTransaction, journal: &mut Journal) -> Result<()> {
+    txn.open_table(META)?
+        .insert(JOURNAL_NEXT, journal.next_seq())?;
+    txn.commit()?;
+    journal.restart();
+    Ok(())
 }
 
 /// Runs a batch in one transaction. `Ok(Some(i))`: job `i` failed and nothing was committed.
@@ -697,10 +703,7 @@ fn run_batch(
     let ops = log.borrow();
     if !journal.fits(ops.len()) {
         // Too much for what is left of the journal: this batch is the checkpoint.
-        txn.open_table(META)?
-            .insert(JOURNAL_NEXT, journal.next_seq())?;
-        txn.commit()?;
-        journal.restart();
+        checkpoint(txn, journal)?;
         return Ok(None);
     }
     if !ops.is_empty() {
