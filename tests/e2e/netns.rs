@@ -1,7 +1,9 @@
 //! Network namespaces for the end-to-end tests of the data plane: each test makes its own,
 //! uniquely named, joined by veth pairs with private addresses, and deletes them (and kills
-//! what it started in them) on drop, also when the test fails. Only root can do this; tests
-//! that need it call [`can_run`] and skip, saying why, elsewhere.
+//! what it started in them) on drop, also when the test fails. A test process killed by a
+//! signal runs no drop: the first namespace a later run makes sweeps away those left by runs
+//! whose process is gone (their names carry its pid). Only root can do this; tests that need
+//! it call [`can_run`] and skip, saying why, elsewhere.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -47,8 +49,46 @@ pub struct Netns {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The pid in a name `weft-<tag>-<pid>-<n>`, as [`Netns::new`] makes them.
+fn owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("weft-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let (_n, pid) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    pid.parse().ok()
+}
+
+/// Kills what runs in a namespace (wireguard-go daemonizes itself; agents outlive a killed
+/// test) and deletes it, with the veth ends inside.
+fn remove(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).output();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+}
+
+/// Removes the namespaces of test processes that no longer exist.
+fn sweep_orphans() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "name" or "name (id: 3)"
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if let Some(pid) = owner(name)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            remove(name);
+        }
+    }
+}
+
 impl Netns {
     pub fn new(tag: &str) -> Netns {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_orphans);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let name = format!("weft-{tag}-{}-{n}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
@@ -117,18 +157,7 @@ impl Drop for Netns {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Kills whatever else still runs in it (wireguard-go daemonizes itself).
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).output();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        remove(&self.name);
     }
 }
 
@@ -159,4 +188,17 @@ pub fn link(a: Option<&Netns>, a_addr: &str, b: &Netns, b_addr: &str) -> (String
         }
     }
     (ia, ib)
+}
+
+#[cfg(test)]
+mod tests {
+    // Paths, not a `use`: the meshplane bench includes this file and runs no tests.
+    #[test]
+    fn a_namespace_name_tells_its_owner() {
+        assert_eq!(super::owner("weft-pair-4242-7"), Some(4242));
+        assert_eq!(super::owner("weft-mesh-hub-4242-0"), Some(4242));
+        assert_eq!(super::owner("weft-4242-0"), None);
+        assert_eq!(super::owner("other-pair-4242-7"), None);
+        assert_eq!(super::owner("weft-pair-x-7"), None);
+    }
 }
