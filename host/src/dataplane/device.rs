@@ -14,9 +14,9 @@
 use super::engine::{Engine, MTU, PACKET, TIMER_TICK};
 use super::gso::{Run, Runs};
 use super::keys::KeyPair;
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -54,8 +54,33 @@ struct Shared {
     udp: UdpSocket,
     /// The socket's batching state (GSO segments, GRO), from quinn-udp.
     udp_state: quinn_udp::UdpSocketState,
-    /// Whether a GSO send was refused yet (said once in the log).
-    gso_refused: AtomicBool,
+    /// Most datagrams per UDP send, as probed at start (1 without offloads). quinn-udp lowers
+    /// its own figure to 1 for good after one refused send; a refusal here is kept per
+    /// endpoint instead, so one peer behind a narrow path does not slow every other.
+    gso_segments: usize,
+    no_gso: GsoRefusals,
+}
+
+/// Endpoints a GSO send was refused for (a path whose MTU is below a datagram): their runs go
+/// out one datagram at a time until the device restarts; every other endpoint keeps GSO.
+#[derive(Default)]
+struct GsoRefusals(RwLock<HashSet<SocketAddr>>);
+
+impl GsoRefusals {
+    fn refused(&self, to: &SocketAddr) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(to)
+    }
+
+    /// Notes a refusal; true the first time for this endpoint (worth a log line).
+    fn note(&self, to: SocketAddr) -> bool {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(to)
+    }
 }
 
 /// A running interface. Dropping it stops its tasks and closes the TUN (the kernel removes
@@ -213,21 +238,18 @@ impl Device {
             tun,
             udp,
             udp_state,
-            gso_refused: AtomicBool::new(false),
+            gso_segments: gso,
+            no_gso: GsoRefusals::default(),
         });
-        let task = |task, run: fn(Arc<Shared>, bool) -> Task| {
+        let task = |task, run: fn(Arc<Shared>) -> Task| {
             let shared = shared.clone();
             let iface = name.to_string();
-            tokio::spawn(supervised(iface, task, move || {
-                run(shared.clone(), offload)
-            }))
+            tokio::spawn(supervised(iface, task, move || run(shared.clone())))
         };
         let tasks = vec![
-            task("TUN to network", |s, offload| {
-                Box::pin(outbound(s, offload))
-            }),
-            task("network to TUN", |s, _| Box::pin(inbound(s))),
-            task("timers", |s, _| Box::pin(timers(s))),
+            task("TUN to network", |s| Box::pin(outbound(s))),
+            task("network to TUN", |s| Box::pin(inbound(s))),
+            task("timers", |s| Box::pin(timers(s))),
         ];
         Ok(Device {
             shared,
@@ -277,6 +299,9 @@ fn send(shared: &Shared, packet: &[u8], to: SocketAddr) {
 /// Sends a run of encrypted packets as one UDP send (GSO when it holds several), waiting
 /// for room in the socket rather than dropping a whole run.
 async fn send_run(shared: &Shared, out: &[u8], run: Run) {
+    if run.segment_size().is_some() && shared.no_gso.refused(&run.to) {
+        return send_datagrams(shared, out, run).await;
+    }
     let transmit = quinn_udp::Transmit {
         destination: wire_addr(run.to),
         ecn: None,
@@ -295,18 +320,24 @@ async fn send_run(shared: &Shared, out: &[u8], run: Run) {
         Err(e) if run.segment_size().is_some() && gso_refused(&e) => {
             // The kernel segments a GSO send but never fragments its datagrams: on a path
             // whose MTU is below one, it refuses the whole run, while a datagram sent alone
-            // is fragmented like any other. So the run goes out one datagram at a time.
-            if !shared.gso_refused.swap(true, Ordering::Relaxed) {
+            // is fragmented like any other. So the run goes out one datagram at a time, and
+            // so do this endpoint's later runs.
+            if shared.no_gso.note(run.to) {
                 tracing::info!(iface = %shared.name, to = %run.to, error = %e,
-                    "UDP GSO send refused (the path's MTU is below a datagram): such runs go out one datagram at a time");
+                    "UDP GSO send refused (the path's MTU is below a datagram): runs to this endpoint go out one datagram at a time");
             }
-            for datagram in out[run.start..run.end].chunks(run.segment) {
-                if let Err(e) = shared.udp.send_to(datagram, wire_addr(run.to)).await {
-                    tracing::trace!(iface = %shared.name, error = %e, "packet not sent");
-                }
-            }
+            send_datagrams(shared, out, run).await;
         }
         Err(e) => tracing::trace!(iface = %shared.name, error = %e, "packets not sent"),
+    }
+}
+
+/// A run's datagrams, one send each.
+async fn send_datagrams(shared: &Shared, out: &[u8], run: Run) {
+    for datagram in out[run.start..run.end].chunks(run.segment) {
+        if let Err(e) = shared.udp.send_to(datagram, wire_addr(run.to)).await {
+            tracing::trace!(iface = %shared.name, error = %e, "packet not sent");
+        }
     }
 }
 
@@ -322,7 +353,7 @@ fn gso_refused(e: &std::io::Error) -> bool {
 /// TUN → network: read a batch (a super-segment split into packets), find each packet's
 /// peer by destination, encrypt it into one buffer end to end, and send runs to each
 /// endpoint with one system call.
-async fn outbound(shared: Arc<Shared>, offload: bool) {
+async fn outbound(shared: Arc<Shared>) {
     let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65_535];
     let mut bufs = vec![vec![0u8; PACKET]; TUN_BATCH];
     let mut sizes = vec![0usize; TUN_BATCH];
@@ -345,13 +376,7 @@ async fn outbound(shared: Arc<Shared>, offload: bool) {
                 continue;
             }
         };
-        // Read per batch: quinn-udp lowers it when the kernel refuses a GSO send.
-        let gso = if offload {
-            shared.udp_state.max_gso_segments()
-        } else {
-            1
-        };
-        let mut runs = Runs::new(gso);
+        let mut runs = Runs::new(shared.gso_segments);
         let mut used = 0;
         for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
             let Some((len, to)) = shared.engine.seal(&buf[..size], &mut out[used..]) else {
@@ -509,6 +534,19 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_gso_refusal_for_one_endpoint_leaves_every_other_on_gso() {
+        let (narrow, wide): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("address"),
+            "192.0.2.2:51820".parse().expect("address"),
+        );
+        let refusals = GsoRefusals::default();
+        assert!(refusals.note(narrow), "the first refusal is news");
+        assert!(!refusals.note(narrow), "a second one is not");
+        assert!(refusals.refused(&narrow));
+        assert!(!refusals.refused(&wide));
+    }
 
     #[tokio::test]
     async fn a_task_that_panics_is_started_again_and_one_that_returns_is_not() {
