@@ -17,7 +17,7 @@
 //!
 //! Each task owns its buffers, so no packet allocates.
 
-use super::engine::{Engine, MTU, PACKET, TIMER_TICK};
+use super::engine::{Engine, LastRoute, MTU, PACKET, TIMER_TICK};
 use super::gso::{Run, Runs};
 use super::keys::KeyPair;
 use std::collections::HashSet;
@@ -468,8 +468,12 @@ async fn outbound(shared: Arc<Shared>) {
         };
         let mut runs = Runs::new(shared.gso_segments);
         let mut used = 0;
+        let mut route = LastRoute::default();
         for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
-            let Some((len, to)) = shared.engine.seal(&buf[..size], &mut out[used..]) else {
+            let sealed = shared
+                .engine
+                .seal_routed(&mut route, &buf[..size], &mut out[used..]);
+            let Some((len, to)) = sealed else {
                 continue;
             };
             if let Some(run) = runs.push(to, used, len) {

@@ -103,6 +103,12 @@ fn handshake_at(since: Option<Duration>, now: SystemTime) -> Option<Duration> {
         .ok()
 }
 
+/// The peer the previous packet of a batch was routed to, and its destination. The packets
+/// of a TCP super-segment all go to one place: one route lookup serves them all. Kept for one
+/// batch only, so a peer removed or rerouted meanwhile is seen from the next batch on.
+#[derive(Default)]
+pub struct LastRoute(Option<(IpAddr, Arc<Mutex<Peer>>)>);
+
 pub struct Engine {
     /// The interface's name, for log lines.
     name: String,
@@ -238,9 +244,26 @@ impl Engine {
     /// send (no route, no endpoint yet, or the packet waits for a handshake that is sent
     /// instead).
     pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        self.seal_routed(&mut LastRoute::default(), packet, out)
+    }
+
+    /// [`Engine::seal`] for the packets of one batch in turn: a packet for the destination of
+    /// the one before goes to the same peer without a route lookup.
+    pub fn seal_routed(
+        &self,
+        last: &mut LastRoute,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
         let dst_ip = Tunn::dst_address(packet)?;
-        let peer = self.read().routes.longest_match(dst_ip)?.1.clone();
-        let mut p = lock(&peer);
+        let peer = match &mut last.0 {
+            Some((ip, peer)) if *ip == dst_ip => peer,
+            slot => {
+                let peer = self.read().routes.longest_match(dst_ip)?.1.clone();
+                &slot.insert((dst_ip, peer)).1
+            }
+        };
+        let mut p = lock(peer);
         let len = match p.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(o) => o.len(),
             TunnResult::Err(e) => {

@@ -191,6 +191,41 @@ fn a_packet_for_no_peer_or_from_outside_the_allowed_ips_goes_nowhere() {
     assert!(net.nodes[0].tun.is_empty());
 }
 
+/// One route lookup serves a run of packets to one destination; a batch that alternates
+/// between peers still sends each packet to its own.
+#[test]
+fn a_batch_for_two_peers_sends_each_packet_to_its_own() {
+    let mut net = Net::new(3);
+    net.pair(0, 1);
+    net.pair(0, 2);
+    for b in [1, 2] {
+        net.send(0, b, 0);
+        net.pump();
+    }
+    let mut route = LastRoute::default();
+    let mut out = vec![0u8; PACKET];
+    for (seq, b) in [(1, 1), (2, 1), (3, 2), (4, 1), (5, 2), (6, 2)] {
+        let packet = ipv4(net.nodes[0].overlay, net.nodes[b].overlay, seq);
+        let (len, to) = net.nodes[0]
+            .engine
+            .seal_routed(&mut route, &packet, &mut out)
+            .expect("sealed");
+        assert_eq!(to, net.nodes[b].at, "packet {seq} goes to node {b}");
+        net.put(0, to, &out[..len]);
+    }
+    // Not to the peer of the packet before: 10.0.0.9 routes nowhere.
+    let nowhere = ipv4(net.nodes[0].overlay, Ipv4Addr::new(10, 0, 0, 9), 7);
+    assert!(
+        net.nodes[0]
+            .engine
+            .seal_routed(&mut route, &nowhere, &mut out)
+            .is_none()
+    );
+    net.pump();
+    assert_eq!(net.nodes[1].tun, [0, 1, 2, 4]);
+    assert_eq!(net.nodes[2].tun, [0, 3, 5, 6]);
+}
+
 /// Roaming: a peer's authenticated packet from a new address moves its endpoint there.
 #[test]
 fn a_peer_that_moves_is_followed_to_its_new_address() {
