@@ -4,9 +4,10 @@
 //!
 //! The three run on one thread of the device's own, in a single-threaded tokio runtime that
 //! also owns the TUN's and the socket's readiness. A packet's work therefore never waits for
-//! another thread to wake: on the agent's shared, work-stealing runtime each readiness event
-//! could wake a second worker, and measured on two cores (`cargo bench -p weft --bench
-//! meshplane`) one stream carried a quarter less, for more CPU per bit.
+//! another thread to wake: on the agent's shared, work-stealing runtime a readiness event
+//! could wake a second worker. Measured on two cores (`cargo bench -p weft --bench
+//! meshplane`), one stream carries about a sixth more this way, for less CPU per bit. The
+//! price: one device's packets use one core; a node spreads its devices over its cores.
 //!
 //! The I/O moves packets in batches, not one per system call. The TUN runs with the kernel's
 //! offloads (virtio-net headers, TSO, tun-rs's port of wireguard-go's offload code): one read
