@@ -4,7 +4,8 @@
 //! `wg show` on the agent's node reads the truth (key, endpoint, allowed IP, handshake,
 //! transfer); 16 MiB of TCP each way arrive whole (SHA-256), with the kernel offloads and,
 //! after the agent is restarted with `--no-offload`, without; removing the peer cuts it off;
-//! after a SIGKILL the agent brings its interface and peer back from its data dir alone.
+//! after a SIGKILL the agent brings its interface and peer back from its data dir alone, and
+//! after its interface is deleted from outside it makes it again.
 //! Needs root; skips, saying why, elsewhere.
 
 use crate::netns::{Netns, cannot_run, link};
@@ -331,5 +332,37 @@ async fn a_client_with_weft_config_handshakes_and_pings_the_agent() {
         "10.77.0.2",
         dir.path(),
         "to-wg-go-no-offload",
+    );
+
+    // Deleted from outside (an operator's `ip link del`): the agent starts the interface
+    // again, with its key, address and peer, and the tunnel carries traffic again.
+    agent_ns.exec(&["ip", "link", "del", &iface]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let link = agent_ns.try_exec(&["ip", "-o", "addr", "show", "dev", &iface]);
+        if link.status.success() && String::from_utf8_lossy(&link.stdout).contains("10.77.0.1/24") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the interface did not come back; agent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown =
+        String::from_utf8_lossy(&agent_ns.exec(&["wg", "show", &iface]).stdout).into_owned();
+    assert!(
+        shown.contains(&format!("public key: {node_key}")),
+        "the same key: {shown}"
+    );
+    assert!(
+        shown.contains(&format!("peer: {}", key.public_key())),
+        "the same peer: {shown}"
+    );
+    assert!(
+        ping_within(&client_ns, "10.77.0.1", Duration::from_secs(40)),
+        "no ping after the interface came back; agent log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
 }

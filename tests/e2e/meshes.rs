@@ -282,6 +282,25 @@ async fn meshes_join_nodes_and_their_lans_and_follow_every_change() {
     let handshakes = m["handshakes"].as_array().unwrap();
     assert_eq!(handshakes.len(), 6, "{m:#}");
 
+    // m2's mesh interface deleted from outside: its agent makes it again from the saved
+    // mesh (address, peers, routes to the LANs), and m2 reaches m1 and its LAN over it.
+    nodes[1].ns.exec(&["ip", "link", "del", &iface]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let addr = nodes[1].ns.try_exec(&["ip", "-4", "addr", "show", &iface]);
+        if String::from_utf8_lossy(&addr.stdout).contains(&format!("{}/32", overlay[1])) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m2's mesh interface did not come back:\n{}",
+            nodes[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_reaches(&nodes[1], &overlay[0], &nodes);
+    assert_reaches(&nodes[1], "192.168.10.1", &nodes);
+
     // A LAN subnet more on m1: only m2 and m3 (whose entry for m1 changed) are pushed.
     lan(&nodes[0].ns, "lan1", "192.168.20.1/24");
     let members = |with_m3: bool| {

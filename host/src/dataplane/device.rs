@@ -70,6 +70,9 @@ struct Shared {
     /// endpoint instead, so one peer behind a narrow path does not slow every other.
     gso_segments: usize,
     no_gso: GsoRefusals,
+    /// Becomes true when the TUN is gone (deleted from outside): the device carries nothing
+    /// more, and whoever started it may start it again.
+    gone: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -115,6 +118,7 @@ impl Shared {
             udp_state,
             gso_segments: gso,
             no_gso: GsoRefusals::default(),
+            gone: tokio::sync::watch::Sender::new(false),
         })
     }
 }
@@ -318,6 +322,16 @@ impl Device {
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
     }
+
+    /// Whether its TUN is gone (deleted from outside), so it carries nothing more.
+    pub fn is_gone(&self) -> bool {
+        *self.shared.gone.borrow()
+    }
+
+    /// Turns true when the TUN goes; closed (an error to wait on) when the device is dropped.
+    pub fn gone(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.gone.subscribe()
+    }
 }
 
 /// The device's thread, in its runtime: opens the TUN and the socket (so both register with
@@ -458,6 +472,7 @@ async fn outbound(shared: Arc<Shared>) {
             Ok(n) => n,
             Err(e) if tun_gone(&e) => {
                 tracing::warn!(iface = %shared.name, error = %e, "TUN read failed; interface stopped");
+                shared.gone.send_replace(true);
                 return;
             }
             Err(e) => {
@@ -640,7 +655,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_device_runs_on_its_own_thread_and_dropping_it_removes_the_interface_at_once() {
+    async fn a_device_has_a_thread_of_its_own_reports_a_deleted_tun_and_is_gone_once_dropped() {
         let name = format!("wgt{}", std::process::id() % 100_000);
         let start = || Device::start(&name, KeyPair::from_private([3; 32]), 0, true);
         let device = match start() {
@@ -663,7 +678,28 @@ mod tests {
         assert!(!sys.exists(), "gone as soon as the device is dropped");
         assert!(!thread_named(&thread), "and so is its thread");
         // So a restart (a new port, say) can take the same name straight away.
-        drop(start().expect("the name is free again"));
+        let again = start().expect("the name is free again");
+
+        // Deleted from outside: the device says so, for whoever started it to start it again.
+        let mut gone = again.gone();
+        assert!(!again.is_gone());
+        let deleted = std::process::Command::new("ip")
+            .args(["link", "del", &name])
+            .status();
+        if !deleted.is_ok_and(|s| s.success()) {
+            eprintln!("`ip link del` unavailable: the rest skipped");
+            return;
+        }
+        tokio::time::timeout(Duration::from_secs(10), gone.wait_for(|g| *g))
+            .await
+            .expect("the device notices its TUN is gone")
+            .expect("while it runs");
+        assert!(again.is_gone());
+        drop(again);
+        assert!(
+            gone.changed().await.is_err(),
+            "the watch closes with the device"
+        );
     }
 
     #[test]

@@ -154,13 +154,9 @@ impl DataPlane {
         let mut inner = self.inner.lock().await;
         let saved = inner.state.interfaces.clone();
         for iface in saved {
-            match self.start(&iface.name, &iface.spec).await {
-                Ok(running) => {
-                    for p in &iface.peers {
-                        running.device.engine().set_peer(p);
-                    }
-                    tracing::info!(iface = %iface.name, peers = iface.peers.len(), "interface restored");
-                    inner.running.insert(iface.name.clone(), running);
+            match self.start_saved(&mut inner, &iface).await {
+                Ok(()) => {
+                    tracing::info!(iface = %iface.name, peers = iface.peers.len(), "interface restored")
                 }
                 Err(e) => {
                     tracing::error!(iface = %iface.name, error = %e, "cannot restore interface")
@@ -176,6 +172,60 @@ impl DataPlane {
                 Err(e) => tracing::error!(mesh = %mesh.id, error = %e, "cannot restore mesh"),
             }
         }
+    }
+
+    /// Starts a saved interface with its peers.
+    async fn start_saved(
+        &self,
+        inner: &mut Inner,
+        iface: &InterfaceState,
+    ) -> Result<(), PlaneError> {
+        let running = self.start(&iface.name, &iface.spec).await?;
+        for p in &iface.peers {
+            running.device.engine().set_peer(p);
+        }
+        inner.running.insert(iface.name.clone(), running);
+        Ok(())
+    }
+
+    /// Starts again an interface whose TUN went away under it (an `ip link del`, say): from
+    /// its saved state, with its key, address and peers, or as its mesh. Only if the device
+    /// running under that name is still the one that lost its TUN.
+    async fn revive(&self, name: &str) {
+        let mut inner = self.inner.lock().await;
+        if !inner.running.get(name).is_some_and(|r| r.device.is_gone()) {
+            return;
+        }
+        tracing::warn!(
+            iface = name,
+            "the interface's TUN is gone (deleted from outside?): starting it again"
+        );
+        inner.running.remove(name);
+        let saved = inner.state.interface(name).cloned();
+        let mesh = inner
+            .state
+            .meshes
+            .iter()
+            .find(|m| m.spec.interface == name)
+            .map(|m| m.spec.clone());
+        let started = match (saved, mesh) {
+            (Some(iface), _) => self.start_saved(&mut inner, &iface).await,
+            (None, Some(mesh)) => self.apply_mesh(&mut inner, &mesh, None).await,
+            (None, None) => return,
+        };
+        match started {
+            Ok(()) => tracing::info!(iface = name, "interface started again"),
+            Err(e) => tracing::error!(iface = name, error = %e, "cannot start the interface again"),
+        }
+    }
+
+    /// [`DataPlane::revive`] as a future of a named type: the watcher that calls it is
+    /// spawned from inside the start it would run again.
+    fn revive_boxed(
+        self: Arc<Self>,
+        name: String,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { self.revive(&name).await })
     }
 
     async fn start(&self, name: &str, spec: &InterfaceSpec) -> Result<Running, PlaneError> {
@@ -199,10 +249,21 @@ impl DataPlane {
             .me
             .upgrade()
             .ok_or_else(|| PlaneError::Invalid("shutting down".into()))?;
-        let uapi = uapi::serve(me, &self.uapi_dir, name).map_err(|source| PlaneError::Uapi {
-            iface: name.to_string(),
-            source,
-        })?;
+        let uapi =
+            uapi::serve(me.clone(), &self.uapi_dir, name).map_err(|source| PlaneError::Uapi {
+                iface: name.to_string(),
+                source,
+            })?;
+        // Watches for the TUN going away; ends with the device otherwise.
+        let mut gone = device.gone();
+        let (plane, iface) = (Arc::downgrade(&me), name.to_string());
+        tokio::spawn(async move {
+            if gone.wait_for(|g| *g).await.is_ok()
+                && let Some(plane) = plane.upgrade()
+            {
+                plane.revive_boxed(iface).await;
+            }
+        });
         Ok(Running {
             device,
             _uapi: uapi,
