@@ -304,21 +304,13 @@ async fn a_client_with_weft_config_handshakes_and_pings_the_agent() {
     let no_offload = [&agent_args[..], &["--no-offload"]].concat();
     agent_ns.spawn(&no_offload, &env, &log);
     wait_for_agent(&client, &log).await;
-    let shown =
-        String::from_utf8_lossy(&agent_ns.exec(&["wg", "show", &iface]).stdout).into_owned();
-    assert!(
-        shown.contains(&format!("public key: {node_key}")),
-        "the same key after a restart: {shown}"
-    );
-    assert!(
-        shown.contains(&format!("peer: {}", key.public_key())),
-        "{shown}"
-    );
-    assert!(
-        ping_within(&client_ns, "10.77.0.1", Duration::from_secs(40)),
-        "no ping after the restart; agent log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let back = Back {
+        iface: &iface,
+        node_key,
+        peer: key.public_key(),
+        log: &log,
+    };
+    back.as_before(&agent_ns, &client_ns, "the restart");
     transfer(
         &client_ns,
         &mut agent_ns,
@@ -350,19 +342,34 @@ async fn a_client_with_weft_config_handshakes_and_pings_the_agent() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let shown =
-        String::from_utf8_lossy(&agent_ns.exec(&["wg", "show", &iface]).stdout).into_owned();
-    assert!(
-        shown.contains(&format!("public key: {node_key}")),
-        "the same key: {shown}"
-    );
-    assert!(
-        shown.contains(&format!("peer: {}", key.public_key())),
-        "the same peer: {shown}"
-    );
-    assert!(
-        ping_within(&client_ns, "10.77.0.1", Duration::from_secs(40)),
-        "no ping after the interface came back; agent log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    back.as_before(&agent_ns, &client_ns, "the interface came back");
+}
+
+/// The agent's interface after it was brought back, and what it had before.
+struct Back<'a> {
+    iface: &'a str,
+    node_key: PublicKey,
+    peer: PublicKey,
+    log: &'a Path,
+}
+
+impl Back<'_> {
+    /// `wg show` in `agent` gives the same key and the peer, and `client` pings through it.
+    fn as_before(&self, agent: &Netns, client: &Netns, after: &str) {
+        let shown =
+            String::from_utf8_lossy(&agent.exec(&["wg", "show", self.iface]).stdout).into_owned();
+        assert!(
+            shown.contains(&format!("public key: {}", self.node_key)),
+            "the same key after {after}: {shown}"
+        );
+        assert!(
+            shown.contains(&format!("peer: {}", self.peer)),
+            "the peer after {after}: {shown}"
+        );
+        assert!(
+            ping_within(client, "10.77.0.1", Duration::from_secs(40)),
+            "no ping after {after}; agent log:\n{}",
+            std::fs::read_to_string(self.log).unwrap_or_default()
+        );
+    }
 }
